@@ -1,0 +1,115 @@
+"""Compute cost: the paper's analytic FLOPs and XLA's cost analysis on abstract shapes.
+
+Convention (paper, App. B): multiplies and adds counted separately, so FLOPs = 2 x MACs.
+Softmax, LayerNorm and GELU are ignored, as in the paper's figures.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import jax
+from flax import nnx
+
+from suite.config import Config
+from suite.model import abstract_model, example_inputs, layer_schedule
+
+
+def input_channels(config: Config) -> int:
+    """C: input channels after position features are attached (261 on ImageNet)."""
+    from suite.encodings import fourier_width
+
+    m, d = config.model, config.data
+    if m.position_encoding == "none" or m.position_combine == "add":
+        return d.channels
+    if m.position_encoding == "learned":
+        return d.channels + m.learned_pos_dim
+    p = d.pos_dim or len(d.index_dims)
+    return d.channels + fourier_width(
+        p, m.fourier_bands, concat_pos=m.concat_pos, sine_only=m.sine_only
+    )
+
+
+def analytic_flops(config: Config) -> dict[str, float]:
+    """Forward FLOPs per example by module, from the formulas in the spec (section 5).
+
+    cross-attend MACs = N D F + 2 M C F + 2 N M F + N F D + 2 w N D^2
+    self-attend MACs  = 4 N D^2 + 2 N^2 D + 2 w N D^2
+    """
+    m, d = config.model, config.data
+    n, dim, w = m.num_latents, m.latent_dim, m.widening_factor
+    big_m = math.prod(d.index_dims)
+    c = input_channels(config)
+    f = m.cross_qk_channels or c
+    cross_macs = (
+        n * dim * f + 2 * big_m * c * f + 2 * n * big_m * f + n * f * dim + 2 * w * n * dim**2
+    )
+    self_macs = 4 * n * dim**2 + 2 * n**2 * dim + 2 * w * n * dim**2
+    schedule = layer_schedule(m)
+    n_cross = sum(1 for kind, _ in schedule if kind == "cross")
+    n_self = len(schedule) - n_cross
+    pos_macs = 0
+    if m.position_encoding == "fourier" and m.position_combine == "add":
+        p = d.pos_dim or len(d.index_dims)
+        pos_width = p * ((1 if m.sine_only else 2) * m.fourier_bands + int(m.concat_pos))
+        pos_macs = big_m * pos_width * d.channels
+    head_macs = dim * d.num_classes
+    out = {
+        "cross_attend": 2.0 * cross_macs * n_cross,
+        "self_attend": 2.0 * self_macs * n_self,
+        "head": 2.0 * head_macs,
+        "position": 2.0 * pos_macs,
+    }
+    out["total"] = sum(out.values())
+    return out
+
+
+def compiled_forward(config: Config, batch: int = 1):
+    """Compile the model's forward pass on abstract shapes (no weights allocated)."""
+    model = abstract_model(config)
+    graphdef, state = nnx.split(model)
+    inputs = example_inputs(config, batch)
+
+    def forward(state, kwargs):
+        return nnx.merge(graphdef, state)(**kwargs)
+
+    start = time.perf_counter()
+    compiled = jax.jit(forward).lower(state, inputs).compile()
+    return compiled, time.perf_counter() - start
+
+
+def cost_of(compiled: Any) -> dict[str, float]:
+    """FLOPs and bytes from XLA's cost analysis (a dict, or a list of one per device)."""
+    cost = compiled.cost_analysis()
+    if isinstance(cost, list | tuple):
+        cost = cost[0] if cost else {}
+    cost = cost or {}
+    return {
+        "flops": float(cost.get("flops", float("nan"))),
+        "bytes_accessed": float(cost.get("bytes accessed", float("nan"))),
+    }
+
+
+def xla_forward_flops(config: Config) -> dict[str, float]:
+    """XLA's forward FLOPs per example (batch 1) and the compile time."""
+    compiled, seconds = compiled_forward(config, batch=1)
+    return {**cost_of(compiled), "compile_seconds": seconds}
+
+
+def shared_kv_savings(config: Config) -> float:
+    """FLOPs XLA may skip: k/v of tied cross-attends on the same input are computed once.
+
+    With weight sharing, cross-attends 2..n apply the same k/v projections to the same
+    input array, so common-subexpression elimination leaves one copy.
+    """
+    m, d = config.model, config.data
+    schedule = layer_schedule(m)
+    cross_ids = [i for kind, i in schedule if kind == "cross"]
+    repeats = len(cross_ids) - len(set(cross_ids))
+    c = input_channels(config)
+    f = m.cross_qk_channels or c
+    big_m = math.prod(d.index_dims)
+    # k and v projections plus the kv LayerNorm-free matmul cost; LayerNorm ignored.
+    return 2.0 * repeats * 2 * big_m * c * f

@@ -1,0 +1,58 @@
+"""Static facts about each data task: input layout, classes, position geometry.
+
+Kept apart from the loaders (``suite.data``) so that configs can be resolved and
+models described without importing grain or reading a single file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskInfo:
+    """What the model needs to know about a task before seeing any data."""
+
+    index_dims: tuple[int, ...]  # shape of the input array without channels (M = prod)
+    channels: int  # C, channels per input item before position features
+    num_classes: int
+    # Point clouds carry explicit coordinates of this dimensionality; grids use index_dims.
+    pos_dim: int | None = None
+    # Fourier max resolution when the task is not a grid (point clouds): per position dim.
+    max_resolution: tuple[float, ...] | None = None
+    multi_label: bool = False
+    description: str = ""
+
+    @property
+    def explicit_positions(self) -> bool:
+        return self.pos_dim is not None
+
+
+TASKS: dict[str, TaskInfo] = {
+    "digits": TaskInfo((8, 8), 1, 10, description="scikit-learn's bundled 8x8 digits (offline)"),
+    "mnist": TaskInfo((28, 28), 1, 10, description="MNIST IDX files"),
+    "fashion_mnist": TaskInfo((28, 28), 1, 10, description="Fashion-MNIST IDX files"),
+    "cifar10": TaskInfo((32, 32), 3, 10, description="CIFAR-10 python pickle batches"),
+    "cifar100": TaskInfo((32, 32), 3, 100, description="CIFAR-100 python pickle files"),
+    "image_folder": TaskInfo((32, 32), 3, 10, description="one folder per class of PNG/JPEG"),
+    "imagenet": TaskInfo(
+        (224, 224), 3, 1000, description="ImageNet as class folders (train/ and val/)"
+    ),
+    # Paper, section 4.3: max frequency 1120 = 10x ImageNet's, i.e. max_resolution 2240.
+    "modelnet40": TaskInfo(
+        (2048,), 3, 40, pos_dim=3, max_resolution=(2240.0,) * 3,
+        description="modelnet40_ply_hdf5_2048 HDF5 point clouds",
+    ),
+    "shapes3d": TaskInfo(
+        (512,), 3, 5, pos_dim=3, max_resolution=(2240.0,) * 3,
+        description="procedural point clouds on the surfaces of 5 solids",
+    ),
+    "mnist1d": TaskInfo((40,), 1, 10, description="procedural 1-D digits (mnist1d generator)"),
+    "wav_folder": TaskInfo((4096,), 1, 10, description="one folder per class of WAV files"),
+    # Paper, section 4.2: 61,440 raw samples as 480 vectors of 128; 527 classes, multi-label.
+    "audioset": TaskInfo(
+        (480,), 128, 527, multi_label=True,
+        description="AudioSet raw audio (shape only: no local loader)",
+    ),
+    "synthetic": TaskInfo((8, 8), 1, 10, description="tiny random data for tests/benchmarks"),
+}

@@ -1,0 +1,60 @@
+"""The command line: describe reports the paper's figures; mistakes exit 2 in one line."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from suite import config as C
+from suite.cli import main
+from suite.describe import describe
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "suite", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_describe_json_reports_params_analytic_and_xla_flops(capsys):
+    assert main(["describe", "--preset", "digits", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert {"params", "flops_analytic", "flops_xla", "config"} <= set(info)
+    assert info["config"]["model"]["cross_attend_every"] == 1
+    # Small model, no tied k/v on a large input: XLA and the formula agree closely.
+    assert info["flops_xla"] == pytest.approx(info["flops_analytic"], rel=0.25)
+
+
+@pytest.mark.slow
+def test_imagenet_xla_flops_match_the_analytic_figure_without_sharing():
+    info = describe(C.build("imagenet", {"model.weight_sharing": "false"}))
+    assert info["params"] == pytest.approx(326_241_856, rel=5e-4)
+    assert info["flops_analytic"] == pytest.approx(707.2e9, rel=0.01)
+    assert info["flops_xla"] == pytest.approx(info["flops_analytic"], rel=0.03)
+
+
+@pytest.mark.slow
+def test_imagenet_xla_flops_are_lower_with_sharing_and_say_why():
+    info = describe(C.build("imagenet", {}))
+    assert info["params"] == pytest.approx(44_912_254, rel=5e-4)
+    assert info["flops_xla"] < info["flops_analytic"]
+    assert "computes them once" in info["flops_xla_note"]
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("model.num_latents=0", "model.num_latents=0"),
+    ("model.fourier_bands=-1", "model.fourier_bands=-1"),
+    ("model.bogus=1", "model.bogus"),
+    ("model.num_latents=abc", "model.num_latents='abc'"),
+])
+def test_bad_overrides_exit_2_with_one_line_and_no_traceback(override, needle):
+    result = run_cli("describe", "--no-xla", override)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_help_lists_the_commands():
+    result = run_cli("--help")
+    assert result.returncode == 0 and "describe" in result.stdout
