@@ -45,6 +45,28 @@ def cmd_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from suite import config as cfg_lib
+    from suite.data import load
+    from suite.data.inspect import render, show, summary
+
+    overrides = cfg_lib.parse_overrides(args.overrides)
+    overrides["data.task"] = args.task
+    if args.data_dir:
+        overrides["data.data_dir"] = args.data_dir
+    preset = args.task if args.task in cfg_lib.PRESETS else cfg_lib.DEFAULT_PRESET
+    config = cfg_lib.build(preset, overrides)
+    ds = load(config.data)
+    info = summary(ds)
+    print(json.dumps(info, indent=2) if args.json else render(info))
+    if args.show:
+        path = show(ds, args.show, Path(args.out or f"{args.task}_examples.png"))
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from suite.config import PRESETS, preset
 
@@ -75,6 +97,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--no-xla", action="store_true", help="skip compiling for XLA's FLOPs")
     p.set_defaults(func=cmd_describe)
+
+    from suite.tasks import TASKS
+
+    p = sub.add_parser(
+        "data", help="inspect a data task: sizes, shapes, classes, throughput",
+        description="Load a task's files (or generate it) and print split sizes, shapes, "
+        "classes and the grain pipeline's throughput. Tasks: "
+        + "; ".join(f"{k}: {v.description}" for k, v in TASKS.items()),
+    )
+    p.add_argument("task", choices=list(TASKS), metavar="TASK", help="one of: " + ", ".join(TASKS))
+    p.add_argument("--data-dir", help="folder with the task's files (else $PERCEIVER_SUITE_DATA)")
+    p.add_argument("--show", type=int, default=0, metavar="N", help="write a PNG grid of N examples")
+    p.add_argument("--out", help="path of the --show PNG (default: TASK_examples.png)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="data.* overrides")
+    p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("presets", help="list the named presets")
     p.set_defaults(func=cmd_presets)

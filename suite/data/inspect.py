@@ -1,0 +1,85 @@
+"""``perceiver-suite data``: split sizes, shapes, classes, loading throughput, examples."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from suite.data.pipeline import Dataset, train_batches
+
+
+def summary(ds: Dataset, batch_size: int = 64, batches: int = 50) -> dict[str, Any]:
+    """Facts about a loaded task plus the pipeline's throughput in examples/s."""
+    cfg = ds.config
+    it = iter(train_batches(ds, min(batch_size, len(ds.train)), seed=0))
+    first = next(it)  # warm-up: worker start, first shuffle
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(it)
+    seconds = time.perf_counter() - start
+    counts = np.bincount(ds.train.labels, minlength=cfg.num_classes)
+    return {
+        "task": cfg.task,
+        "train_examples": len(ds.train),
+        "eval_examples": len(ds.eval),
+        "input_shape": list(ds.train.inputs.shape[1:]),
+        "input_dtype": str(ds.train.inputs.dtype),
+        "batch": {k: list(v.shape) for k, v in first.items()},
+        "num_classes": cfg.num_classes,
+        "train_class_counts": counts.tolist(),
+        "throughput_examples_per_s": batches * first["label"].shape[0] / seconds,
+        "workers": cfg.num_workers,
+    }
+
+
+def render(info: dict[str, Any]) -> str:
+    lines = [
+        f"task            {info['task']}",
+        f"train / eval    {info['train_examples']:,} / {info['eval_examples']:,} examples",
+        f"input           {info['input_shape']} {info['input_dtype']}",
+        "batch           " + ", ".join(f"{k} {v}" for k, v in info["batch"].items()),
+        f"classes         {info['num_classes']} (train counts: "
+        f"min {min(info['train_class_counts'])}, max {max(info['train_class_counts'])})",
+        f"throughput      {info['throughput_examples_per_s']:,.0f} examples/s "
+        f"({info['workers']} worker processes; data.num_workers)",
+    ]
+    return "\n".join(lines)
+
+
+def show(ds: Dataset, n: int, path: Path) -> Path:
+    """Write a PNG grid of ``n`` preprocessed training examples (images, signals, clouds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    batch = next(iter(train_batches(ds, min(n, len(ds.train)), seed=0)))
+    n = batch["label"].shape[0]
+    cols = min(n, 8)
+    rows = (n + cols - 1) // cols
+    three_d = "positions" in batch and batch["positions"].shape[-1] == 3
+    fig = plt.figure(figsize=(2 * cols, 2 * rows))
+    for i in range(n):
+        kw = {"projection": "3d"} if three_d else {}
+        ax = fig.add_subplot(rows, cols, i + 1, **kw)
+        x = batch["inputs"][i]
+        if three_d:
+            p = batch["positions"][i]
+            ax.scatter(p[:, 0], p[:, 1], p[:, 2], s=1)
+        elif x.ndim == 3 and "index" not in batch:
+            img = (x - x.min()) / max(float(x.max() - x.min()), 1e-6)  # normalised -> [0, 1]
+            ax.imshow(img if x.shape[-1] == 3 else img[..., 0],
+                      cmap=None if x.shape[-1] == 3 else "gray")
+        else:
+            ax.plot(x.reshape(len(x), -1)[:, 0])
+        ax.set_title(f"label {int(batch['label'][i])}", fontsize=8)
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.suptitle(f"{ds.config.task}: {n} training examples (after preprocessing)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

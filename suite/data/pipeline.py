@@ -1,0 +1,196 @@
+"""grain pipelines: deterministic shuffles, per-example transforms, savable iterators.
+
+A batch is a dict of numpy arrays: ``inputs [B, *index_dims, C]`` (``[B, M, C]`` when
+items are permuted), ``label [B]``, and, where the task needs them, ``positions
+[B, M, p]`` (point clouds) or ``index [B, M]`` (which grid item each input came from,
+so a permuted pixel keeps its own position encoding).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import grain
+import numpy as np
+from absl import flags
+
+from suite.config import DataConfig
+from suite.data import sources
+from suite.data.sources import Split
+from suite.errors import DataError
+from suite.tasks import TASKS
+
+# grain's multi-process prefetch reads absl flags, which fail unless marked parsed.
+if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+
+
+@dataclasses.dataclass
+class Dataset:
+    """A task's splits in memory, with the statistics used to normalise them."""
+
+    config: DataConfig
+    train: Split
+    eval: Split
+    mean: np.ndarray  # per channel, from the training split
+    std: np.ndarray
+
+    @property
+    def point_cloud(self) -> bool:
+        return TASKS[self.config.task].explicit_positions
+
+
+def load(cfg: DataConfig) -> Dataset:
+    """Read a task's files (or generate it), check shapes and labels, apply limits."""
+    try:
+        train, eval_ = sources.READERS[cfg.task](cfg)
+    except FileNotFoundError as e:
+        raise DataError(f"{cfg.task}: {e.filename}: file not found") from None
+    expected = (*cfg.index_dims, cfg.channels)
+    for name, split in (("train", train), ("eval", eval_)):
+        if len(split) == 0:
+            raise DataError(f"{cfg.task}: the {name} split is empty")
+        if split.inputs.shape[1:] != expected:
+            raise DataError(
+                f"{cfg.task}: {name} inputs have shape {list(split.inputs.shape[1:])}, but the "
+                f"config says data.index_dims={list(cfg.index_dims)}, data.channels={cfg.channels}"
+            )
+        sources.check_labels(split, cfg.num_classes, f"{cfg.task} {name} split")
+    if cfg.train_limit:
+        train = train.take(slice(0, cfg.train_limit))
+    if cfg.eval_limit:
+        eval_ = eval_.take(slice(0, cfg.eval_limit))
+    axes = tuple(range(train.inputs.ndim - 1))
+    sample = train.inputs[:4096].astype(np.float32)
+    mean = sample.mean(axis=axes).astype(np.float32)
+    std = np.maximum(sample.std(axis=axes), 1e-6).astype(np.float32)
+    return Dataset(cfg, train, eval_, mean, std)
+
+
+class _Source:
+    """Random access to one split's examples as dicts (grain's data-source protocol)."""
+
+    def __init__(self, split: Split):
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        rec = {"inputs": self.split.inputs[i], "label": self.split.labels[i]}
+        if self.split.positions is not None:
+            rec["positions"] = self.split.positions[i]
+        return rec
+
+
+class Transform:
+    """Per-example preprocessing: normalise, augment, attach positions, permute.
+
+    Picklable (grain sends it to worker processes). ``rng`` is None for eval.
+    """
+
+    def __init__(self, ds: Dataset, augment: bool):
+        cfg = ds.config
+        self.mean, self.std = ds.mean, ds.std
+        self.point_cloud = ds.point_cloud
+        self.image = ds.train.inputs.dtype == np.uint8 and len(cfg.index_dims) == 2
+        self.augment = augment
+        m = int(np.prod(cfg.index_dims))
+        self.perm = (
+            np.random.default_rng(cfg.permutation_seed).permutation(m).astype(np.int32)
+            if cfg.permutation == "fixed" else None
+        )
+
+    def __call__(self, rec: dict[str, np.ndarray], rng: np.random.Generator | None):
+        out: dict[str, Any] = {"label": np.int32(rec["label"])}
+        if self.point_cloud:
+            pts = rec["positions"].astype(np.float32)
+            if self.augment and rng is not None:  # paper: per-point scale U[0.99, 1.01]
+                pts = pts * rng.uniform(0.99, 1.01, size=(len(pts), 1)).astype(np.float32)
+            pts = pts - pts.mean(axis=0)  # zero-mean, then into the unit cube
+            pts = pts / max(float(np.abs(pts).max()), 1e-6)
+            out["inputs"], out["positions"] = pts, pts
+        else:
+            x = (rec["inputs"].astype(np.float32) - self.mean) / self.std
+            if self.image and self.augment and rng is not None:
+                x = _crop_and_flip(x, rng)
+            out["inputs"] = x
+            if "positions" in rec:
+                out["positions"] = rec["positions"]
+        if self.perm is not None:  # after positions are attached (paper Table 2)
+            flat = out["inputs"].reshape(len(self.perm), -1)
+            out["inputs"] = flat[self.perm]
+            if "positions" in out:
+                out["positions"] = out["positions"][self.perm]
+            else:
+                out["index"] = self.perm
+        return out
+
+
+def _crop_and_flip(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random crop from a reflect-padded image, then a random horizontal flip.
+
+    The crop keeps the image size, so its positions are the standard grid: position
+    encodings are crop-relative, as the paper found best (App. D).
+    """
+    h, w = x.shape[:2]
+    pad = max(1, h // 8)
+    padded = np.pad(x, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    top, left = rng.integers(0, 2 * pad + 1, size=2)
+    x = padded[top : top + h, left : left + w]
+    return x[:, ::-1] if rng.random() < 0.5 else x
+
+
+class _RandomTransform(grain.transforms.RandomMap):
+    def __init__(self, transform: Transform):
+        self.transform = transform
+
+    def random_map(self, rec, rng: np.random.Generator):
+        return self.transform(rec, rng)
+
+
+class _EvalTransform(grain.transforms.Map):
+    def __init__(self, transform: Transform):
+        self.transform = transform
+
+    def map(self, rec):
+        return self.transform(rec, None)
+
+
+def train_batches(ds: Dataset, batch_size: int, seed: int) -> grain.IterDataset:
+    """Endless shuffled training batches; a new permutation each epoch, all from ``seed``."""
+    cfg = ds.config
+    if batch_size > len(ds.train):
+        raise DataError(
+            f"train.batch_size={batch_size} is larger than the {len(ds.train)} training examples"
+        )
+    mds = (
+        grain.MapDataset.source(_Source(ds.train))
+        .seed(seed)
+        .shuffle()
+        .repeat(None)
+        .random_map(_RandomTransform(Transform(ds, augment=cfg.augment)))
+        .batch(batch_size, drop_remainder=True)
+    )
+    it = mds.to_iter_dataset()
+    if cfg.num_workers > 0:
+        it = it.mp_prefetch(grain.MultiprocessingOptions(
+            num_workers=cfg.num_workers, per_worker_buffer_size=cfg.prefetch
+        ))
+    return it
+
+
+def eval_batches(ds: Dataset, batch_size: int) -> grain.IterDataset:
+    """One pass over the eval split in order; the last batch may be short."""
+    mds = (
+        grain.MapDataset.source(_Source(ds.eval))
+        .map(_EvalTransform(Transform(ds, augment=False)))
+        .batch(batch_size, drop_remainder=False)
+    )
+    return mds.to_iter_dataset()
+
+
+def model_kwargs(batch: dict[str, Any]) -> dict[str, Any]:
+    """The model's keyword arguments from a batch (everything but the label)."""
+    return {k: v for k, v in batch.items() if k != "label"}
