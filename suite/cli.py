@@ -67,6 +67,21 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from suite.train import Preempted, train_and_evaluate
+
+    config = _config_from(args)
+    try:
+        summary = train_and_evaluate(config, args.workdir, retry_failed=args.retry_failed)
+    except Preempted as e:
+        print(f"perceiver-suite: {e}; rerun the same command to resume", file=sys.stderr)
+        return 128 + e.signum
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(summary["metrics"].items()))
+    print(f"{summary['status']}: {metrics}" + (f" ({summary['reason']})"
+                                                if summary.get("reason") else ""))
+    return 0 if summary["status"] == "completed" else 1
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from suite.config import PRESETS, preset
 
@@ -113,6 +128,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="data.* overrides")
     p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser(
+        "train", help="train one run in a folder (resumes if it holds a checkpoint)",
+        description="Train and evaluate one config. The run folder gets config.json, "
+        "metrics.jsonl, summary.json and checkpoints/; rerunning the same command resumes "
+        "from the newest good checkpoint, bit-identically. SIGTERM/SIGINT save a checkpoint "
+        "and stop.",
+    )
+    _add_config_args(p)
+    p.add_argument("--workdir", required=True, help="the run folder")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="train again a run whose summary says failed")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("presets", help="list the named presets")
     p.set_defaults(func=cmd_presets)

@@ -1,0 +1,169 @@
+"""Training learns, resumes bit-identically after kill -9, survives corrupt checkpoints,
+and reports divergence as a failed run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from suite import config as C
+from suite.files import read_jsonl
+from suite.train import load_state, train_and_evaluate
+
+SMALL = {
+    "model.num_latents": 16, "model.latent_dim": 32, "model.self_heads": 2,
+    "model.fourier_bands": 4, "train.batch_size": 32, "train.log_every": 10,
+    "train.eval_every": 0, "train.checkpoint_every": 20, "train.keep_checkpoints": 3,
+}
+
+
+def small(**overrides):
+    return C.build("digits", {**SMALL, **overrides})
+
+
+def overrides_args(**overrides):
+    return [f"{k}={v}" for k, v in {**SMALL, **overrides}.items()]
+
+
+def params_of(config, workdir):
+    model, step = load_state(config, workdir)
+    return step, jax.tree.leaves(nnx.state(model, nnx.Param))
+
+
+def train_lines(workdir):
+    keys = ("step", "train/loss", "train/accuracy", "train/grad_norm", "learning_rate")
+    return [{k: r[k] for k in keys} for r in read_jsonl(Path(workdir) / "metrics.jsonl")
+            if "train/loss" in r]
+
+
+def test_digits_run_learns_well_above_chance(tmp_path):
+    config = C.build("digits", {"train.steps": 300, "train.eval_every": 0})
+    summary = train_and_evaluate(config, tmp_path / "run", progress=False, log=lambda m: None)
+    assert summary["status"] == "completed"
+    assert summary["metrics"]["eval/accuracy"] > 0.6  # chance is 0.1
+    for key in ("flops_per_step_xla", "achieved_flops_per_s", "compile_seconds",
+                "peak_rss_bytes", "wall_seconds", "params"):
+        assert summary[key] > 0
+    for name in ("config.json", "metrics.jsonl", "summary.json", "checkpoints"):
+        assert (tmp_path / "run" / name).exists()
+
+
+def test_a_finished_run_is_not_trained_again(tmp_path):
+    config = small(**{"train.steps": 20})
+    first = train_and_evaluate(config, tmp_path, progress=False, log=lambda m: None)
+    mtime = (tmp_path / "summary.json").stat().st_mtime
+    again = train_and_evaluate(config, tmp_path, progress=False, log=lambda m: None)
+    assert again == first and (tmp_path / "summary.json").stat().st_mtime == mtime
+
+
+def test_the_train_step_traces_once(tmp_path, monkeypatch):
+    import suite.train as train_mod
+
+    seen = []
+    original = train_mod.Steps.__init__
+
+    def spy(self, *a, **k):
+        original(self, *a, **k)
+        seen.append(self)
+
+    monkeypatch.setattr(train_mod.Steps, "__init__", spy)
+    train_and_evaluate(small(**{"train.steps": 40, "train.eval_every": 20}), tmp_path,
+                       progress=False, log=lambda m: None)
+    assert seen[0].traces == {"train": 1, "eval": 1}
+
+
+def test_a_run_in_a_folder_of_another_config_is_refused(tmp_path):
+    from suite.errors import CheckpointError
+
+    train_and_evaluate(small(**{"train.steps": 10}), tmp_path, progress=False,
+                       log=lambda m: None)
+    with pytest.raises(CheckpointError, match="another config"):
+        train_and_evaluate(small(**{"train.steps": 20}), tmp_path, progress=False,
+                           log=lambda m: None)
+
+
+def test_divergence_marks_the_run_failed_with_a_reason(tmp_path):
+    config = small(**{"train.steps": 60, "train.optimizer": "sgd",
+                      "train.learning_rate": 1e12})
+    summary = train_and_evaluate(config, tmp_path, progress=False, log=lambda m: None)
+    assert summary["status"] == "failed"
+    assert "non-finite loss" in summary["reason"]
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "failed"
+
+
+def _cli_train(workdir, **overrides):
+    return [sys.executable, "-m", "suite", "train", "--preset", "digits",
+            "--workdir", str(workdir), *overrides_args(**overrides)]
+
+
+@pytest.mark.slow
+def test_kill_9_and_rerun_is_bit_identical_to_an_uninterrupted_run(tmp_path):
+    steps = {"train.steps": 160, "train.eval_every": 80}
+    config = small(**steps)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    subprocess.run(_cli_train(tmp_path / "a", **steps), check=True, env=env,
+                   capture_output=True)
+    proc = subprocess.Popen(_cli_train(tmp_path / "b", **steps), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (tmp_path / "b" / "checkpoints" / "40").exists():
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "b" / "summary.json").exists()
+    subprocess.run(_cli_train(tmp_path / "b", **steps), check=True, env=env,
+                   capture_output=True)
+    a = json.loads((tmp_path / "a" / "summary.json").read_text())
+    b = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert a["metrics"] == b["metrics"]
+    assert train_lines(tmp_path / "a") == train_lines(tmp_path / "b")  # no duplicates
+    step_a, pa = params_of(config, tmp_path / "a")
+    step_b, pb = params_of(config, tmp_path / "b")
+    assert step_a == step_b == 160
+    for x, y in zip(pa, pb, strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_sigterm_saves_a_checkpoint_and_the_rerun_finishes(tmp_path):
+    steps = {"train.steps": 400, "train.checkpoint_every": 200}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.Popen(_cli_train(tmp_path, **steps), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "metrics.jsonl").exists() or not read_jsonl(tmp_path / "metrics.jsonl"):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved and saved[-1] < 400  # stopped early, with a checkpoint
+    done = subprocess.run(_cli_train(tmp_path, **steps), env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"resuming from step {saved[-1]}" in done.stderr
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
+    config = small(**{"train.steps": 60})
+    quiet = {"progress": False, "log": lambda m: None}
+    reference = train_and_evaluate(config, tmp_path / "ref", **quiet)
+    train_and_evaluate(config, tmp_path / "run", **quiet)
+    run = tmp_path / "run"
+    (run / "summary.json").unlink()  # as if killed right after the last save
+    latest = run / "checkpoints" / "60"
+    for f in latest.rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"garbage")
+    summary = train_and_evaluate(config, run, **quiet)
+    assert "checkpoint at step 60 is unreadable" in capsys.readouterr().err
+    assert summary["status"] == "completed"
+    assert summary["metrics"] == reference["metrics"]
