@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("task", choices=list(TASKS), metavar="TASK", help="one of: " + ", ".join(TASKS))
     p.add_argument("--data-dir", help="folder with the task's files (else $PERCEIVER_SUITE_DATA)")
-    p.add_argument("--show", type=int, default=0, metavar="N", help="write a PNG grid of N examples")
+    p.add_argument("--show", type=int, default=0, metavar="N",
+                   help="write a PNG grid of N examples")
     p.add_argument("--out", help="path of the --show PNG (default: TASK_examples.png)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="data.* overrides")

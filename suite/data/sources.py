@@ -145,8 +145,8 @@ def idx_images(cfg: DataConfig) -> tuple[Split, Split]:
         img_path = _find(root, f"{prefix}-images-idx3-ubyte")
         lab_path = _find(root, f"{prefix}-labels-idx1-ubyte")
         if img_path is None or lab_path is None:
-            raise _missing(cfg, f"{prefix}-images-idx3-ubyte(.gz) / {prefix}-labels-idx1-ubyte(.gz)",
-                           root)
+            wanted = f"{prefix}-images-idx3-ubyte(.gz) / {prefix}-labels-idx1-ubyte(.gz)"
+            raise _missing(cfg, wanted, root)
         images, labels = read_idx(img_path), read_idx(lab_path)
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise DataError(
