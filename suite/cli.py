@@ -82,6 +82,70 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0 if summary["status"] == "completed" else 1
 
 
+def _parse_shard(text: str | None) -> tuple[int, int] | None:
+    from suite.errors import SpecError
+
+    if not text:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise SpecError(f"--shard={text!r} must be I/N with integers, e.g. 0/4") from None
+    if n < 1 or not 0 <= i < n:
+        raise SpecError(f"--shard={text!r}: need 0 <= I < N (shards are numbered from 0)")
+    return i, n
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from suite import config as cfg_lib
+    from suite import spec as spec_lib
+
+    spec = spec_lib.load(args.spec, max_runs=None if args.force else spec_lib.MAX_RUNS)
+    overrides = cfg_lib.parse_overrides(args.overrides)
+    runs = spec_lib.expand(spec, overrides)
+    shard = _parse_shard(args.shard)
+    if shard:
+        runs = spec_lib.shard(runs, *shard)
+    out = Path(args.out or Path("results") / spec.name)
+    if args.dry_run:
+        print(dry_run_table(spec, runs, out))
+        return 0
+    if args.workers < 1:
+        from suite.errors import SpecError
+
+        raise SpecError(f"--workers={args.workers} must be >= 1")
+    from suite.runner import run_grid
+
+    outcome = run_grid(runs, out, spec_name=spec.name, workers=args.workers,
+                       retry_failed=args.retry_failed)
+    from suite.files import write_text_atomic
+
+    write_text_atomic(out / "spec.toml", Path(args.spec).read_text())
+    print(f"{len(outcome.completed)} completed, {len(outcome.failed)} failed"
+          + (f", {len(outcome.elsewhere)} running in another runner" if outcome.elsewhere else "")
+          + f"; results in {out / 'results.csv'}")
+    return outcome.exit_code
+
+
+def dry_run_table(spec, runs, out) -> str:
+    from suite.describe import describe
+
+    cache: dict[str, dict] = {}
+    lines = [f"{spec.path}: {spec.description}".rstrip(": "),
+             f"{'run id':<60} {'params':>10} {'MFLOPs/ex':>10}"]
+    for run in runs:
+        key = repr((run.config.model, run.config.data))
+        if key not in cache:
+            cache[key] = describe(run.config, xla=False)
+        info = cache[key]
+        lines.append(f"{run.id:<60} {info['params']:>10,} {info['flops_analytic'] / 1e6:>10.2f}")
+    lines.append(f"{len(runs)} runs ({len(spec.seeds)} seeds) -> {out}/runs/<id>/; "
+                 "nothing written (dry run)")
+    return "\n".join(lines)
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from suite.config import PRESETS, preset
 
@@ -142,6 +206,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-failed", action="store_true",
                    help="train again a run whose summary says failed")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "run", help="run an ablation grid from a TOML spec (skips finished runs, resumes)",
+        description="Expand a spec (grid x zip x seeds), validate every run, then train the "
+        "runs not yet completed. Rerun the same command to continue an interrupted grid.",
+    )
+    p.add_argument("spec", help="a TOML spec, e.g. ablations/demo.toml")
+    p.add_argument("--out", help="output folder (default: results/<spec name>)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the runs with params and FLOPs; write nothing")
+    p.add_argument("--workers", type=int, default=1,
+                   help="runs trained at once, CPUs split between them (default 1)")
+    p.add_argument("--shard", metavar="I/N", help="take shard I of N (0-based), for job arrays")
+    p.add_argument("--retry-failed", action="store_true", help="rerun runs that failed")
+    p.add_argument("--force", action="store_true", help="allow grids over the size limit")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="overrides applied to every run, e.g. train.steps=50")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("presets", help="list the named presets")
     p.set_defaults(func=cmd_presets)

@@ -224,7 +224,7 @@ def known_keys() -> list[str]:
     return keys
 
 
-def _unknown_key(key: str) -> ConfigError:
+def unknown_key_error(key: str) -> ConfigError:
     close = difflib.get_close_matches(key, known_keys(), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return ConfigError(f"unknown config key {key!r}{hint}")
@@ -328,10 +328,10 @@ def apply_overrides(config: Config, overrides: Mapping[str, Any]) -> Config:
             continue
         section, _, name = key.partition(".")
         if section not in SECTIONS or not name:
-            raise _unknown_key(key)
+            raise unknown_key_error(key)
         hints = _section_types(_section_types(Config)[section])
         if name not in hints:
-            raise _unknown_key(key)
+            raise unknown_key_error(key)
         sections[section][name] = coerce(key, raw, hints[name])
     config = dataclasses.replace(
         config,
@@ -523,7 +523,7 @@ def from_dict(data: Mapping[str, Any]) -> Config:
                 if f"{key}.{k}" not in DERIVED_KEYS:
                     overrides[f"{key}.{k}"] = v
         else:
-            raise _unknown_key(key)
+            raise unknown_key_error(key)
     return apply_overrides(Config(), overrides)
 
 

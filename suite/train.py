@@ -309,7 +309,8 @@ def train_and_evaluate(
         if "train/loss" in row:
             last_train = {k: row[k] for k in ("train/loss", "train/accuracy")}
             break
-    train_iter_state = train_iter.get_state()  # before `batch`, which is not consumed yet
+    log(f"{workdir.name}: training from step {step} to {t.steps}")
+    train_iter_state = train_iter.get_state()
     window_start = time.perf_counter()
     with _Signals() as signals:
         while step < t.steps:

@@ -1,0 +1,105 @@
+"""Read run folders back into flat rows: the one source for results.csv and reports.
+
+Only the run folders are authoritative; ``results.csv`` is rebuilt from them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from suite.files import read_json, write_text_atomic
+
+SUMMARY_FIELDS = (
+    "params", "flops_per_example_xla", "flops_per_step_xla", "achieved_flops_per_s",
+    "step_seconds", "examples_per_s", "compile_seconds", "peak_rss_bytes", "wall_seconds",
+    "device",
+)
+
+
+def run_status(run_dir: Path) -> str:
+    """completed | failed | partial (has checkpoints) | pending."""
+    summary = run_dir / "summary.json"
+    if summary.exists():
+        try:
+            return str(read_json(summary).get("status", "failed"))
+        except (OSError, ValueError):
+            return "failed"
+    ckpts = run_dir / "checkpoints"
+    if ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir()):
+        return "partial"
+    return "pending"
+
+
+def _flat_config(config: dict[str, Any]) -> dict[str, Any]:
+    flat = {"seed": config.get("seed")}
+    for section, values in config.items():
+        if isinstance(values, dict):
+            for k, v in values.items():
+                flat[f"{section}.{k}"] = v
+    return flat
+
+
+def read_run(run_dir: Path) -> dict[str, Any] | None:
+    """One row: id, status, config columns (dotted), final metrics, cost figures."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.exists():
+        return None
+    try:
+        config = read_json(config_path)
+    except (OSError, ValueError):
+        return None
+    row: dict[str, Any] = {"run_id": run_dir.name, "status": run_status(run_dir)}
+    meta = run_dir / "run.json"
+    if meta.exists():
+        try:
+            row["varied"] = json.dumps(read_json(meta).get("varied", {}), sort_keys=True)
+        except (OSError, ValueError):
+            pass
+    row.update(_flat_config(config))
+    summary_path = run_dir / "summary.json"
+    if summary_path.exists():
+        try:
+            summary = read_json(summary_path)
+        except (OSError, ValueError):
+            summary = {"status": "failed", "reason": "unreadable summary.json"}
+        row["reason"] = summary.get("reason", "")
+        row["step"] = summary.get("step")
+        row.update(summary.get("metrics", {}))
+        row.update({k: summary.get(k) for k in SUMMARY_FIELDS})
+    return row
+
+
+def read_runs(out: Path) -> list[dict[str, Any]]:
+    """Every run folder under ``out/runs`` (sorted by id)."""
+    runs_dir = Path(out) / "runs"
+    if not runs_dir.is_dir():
+        return []
+    rows = [read_run(p) for p in sorted(runs_dir.iterdir()) if p.is_dir()]
+    return [r for r in rows if r is not None]
+
+
+def write_results_csv(out: Path) -> Path:
+    """Rebuild ``out/results.csv`` from the run folders, atomically."""
+    rows = read_runs(out)
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _cell(v) for k, v in row.items()})
+    path = Path(out) / "results.csv"
+    write_text_atomic(path, buf.getvalue())
+    return path
+
+
+def _cell(v: Any) -> Any:
+    if isinstance(v, list | tuple):
+        return "x".join(map(str, v))
+    return "" if v is None else v

@@ -1,0 +1,219 @@
+"""Ablation specs: TOML files in ``ablations/`` -> validated, identified runs.
+
+A spec is data, never code (parsed with ``tomllib``)::
+
+    name = "latents"
+    preset = "digits"
+    seeds = [0, 1, 2]
+    [fixed]   "train.steps" = 400           # every run
+    [grid]    "model.num_latents" = [8, 16]  # Cartesian product
+    [zip]     "model.fourier_bands" = [2, 4] # equal-length lists varied together
+              "model.max_resolution" = [4, 8]
+    [report]  rows = [...], cols = [...], metric = "eval/accuracy"
+
+Runs = grid x zip x seeds. Every run is resolved and validated before anything runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import re
+import tomllib
+import typing
+from pathlib import Path
+from typing import Any
+
+from suite import config as cfg_lib
+from suite.config import Config
+from suite.errors import ConfigError, SpecError
+
+SECTIONS = ("fixed", "grid", "zip")
+TOP_KEYS = {"name", "description", "preset", "seeds", "report", *SECTIONS}
+REPORT_KEYS = {"rows", "cols", "metric", "x", "hue", "title"}
+MAX_RUNS = 256  # a larger grid needs --force
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    path: Path
+    name: str
+    description: str
+    preset: str
+    seeds: tuple[int, ...]
+    fixed: dict[str, Any]
+    grid: dict[str, list[Any]]
+    zip: dict[str, list[Any]]
+    report: dict[str, Any]
+
+    @property
+    def varied_keys(self) -> list[str]:
+        return [*self.grid, *self.zip]
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One point of a grid: its stable id, the values it varies, the resolved config."""
+
+    id: str
+    varied: dict[str, Any]
+    config: Config
+
+
+def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested TOML tables -> dotted keys (``{"model": {"n": 1}}`` -> ``{"model.n": 1}``)."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, full + "."))
+        else:
+            out[full] = value
+    return out
+
+
+def load(path: str | Path, *, max_runs: int | None = MAX_RUNS) -> Spec:
+    """Parse and check a spec file (structure, keys, value types); no runs expanded yet."""
+    path = Path(path)
+    where = str(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{where}: no such spec file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"{where}: bad TOML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(f"{where}: cannot read ({e})") from None
+
+    unknown = set(raw) - TOP_KEYS
+    if unknown:
+        raise SpecError(f"{where}: unknown top-level key {sorted(unknown)[0]!r}; allowed: "
+                        f"{', '.join(sorted(TOP_KEYS))}")
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise SpecError(f"{where}: name={name!r} must be a plain string (letters, digits, _.-)")
+    preset = raw.get("preset", cfg_lib.DEFAULT_PRESET)
+    if preset not in cfg_lib.PRESETS:
+        raise SpecError(f"{where}: preset={preset!r} is unknown; choose one of: "
+                        f"{', '.join(cfg_lib.PRESETS)}")
+    seeds = raw.get("seeds", [0])
+    if (not isinstance(seeds, list) or not seeds
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+            or len(set(seeds)) != len(seeds)):
+        raise SpecError(f"{where}: seeds={seeds!r} must be a non-empty list of distinct "
+                        "integers >= 0")
+
+    sections: dict[str, dict[str, Any]] = {}
+    seen: dict[str, str] = {}
+    for section in SECTIONS:
+        table = raw.get(section, {})
+        if not isinstance(table, dict):
+            raise SpecError(f"{where}: [{section}] must be a table of dotted keys")
+        flat = _flatten(table)
+        for key, value in flat.items():
+            if key in seen:
+                raise SpecError(f"{where}: key {key!r} appears in both [{seen[key]}] and "
+                                f"[{section}]")
+            seen[key] = section
+            if key == "seed":
+                raise SpecError(f"{where}: [{section}] seed: use the top-level seeds = [...]")
+            if section in ("grid", "zip"):
+                if not isinstance(value, list) or not value:
+                    raise SpecError(f"{where}: [{section}] {key}={value!r} must be a non-empty "
+                                    "list of values")
+                for v in value:
+                    _check_value(where, section, key, v)
+            else:
+                _check_value(where, section, key, value)
+        sections[section] = flat
+    lengths = {k: len(v) for k, v in sections["zip"].items()}
+    if len(set(lengths.values())) > 1:
+        detail = ", ".join(f"{k} has {n}" for k, n in lengths.items())
+        raise SpecError(f"{where}: [zip] lists must have equal lengths ({detail})")
+    report = raw.get("report", {})
+    if not isinstance(report, dict) or set(report) - REPORT_KEYS:
+        bad = sorted(set(report) - REPORT_KEYS) if isinstance(report, dict) else report
+        raise SpecError(f"{where}: [report] unknown key {bad!r}; allowed: "
+                        f"{', '.join(sorted(REPORT_KEYS))}")
+    spec = Spec(path, name, str(raw.get("description", "")), preset, tuple(seeds),
+                sections["fixed"], sections["grid"], sections["zip"], report)
+    n = count(spec)
+    if max_runs is not None and n > max_runs:
+        raise SpecError(f"{where}: the grid has {n} runs, over the limit of {max_runs}; "
+                        "pass --force to run it anyway")
+    return spec
+
+
+def _check_value(where: str, section: str, key: str, value: Any) -> None:
+    """Type-check one value against the config field it sets."""
+    if key not in cfg_lib.known_keys():
+        raise SpecError(f"{where}: [{section}] {cfg_lib.unknown_key_error(key)}")
+    section_name, _, field = key.partition(".")
+    hints = typing.get_type_hints(typing.get_type_hints(Config)[section_name])
+    try:
+        cfg_lib.coerce(key, value, hints[field])
+    except ConfigError as e:
+        raise SpecError(f"{where}: [{section}] {e}") from None
+
+
+def count(spec: Spec) -> int:
+    grid = 1
+    for values in spec.grid.values():
+        grid *= len(values)
+    zipped = len(next(iter(spec.zip.values()))) if spec.zip else 1
+    return grid * zipped * len(spec.seeds)
+
+
+def points(spec: Spec) -> list[dict[str, Any]]:
+    """The varied values of every run (without the seed), in a stable order."""
+    grid_keys = list(spec.grid)
+    grid = [dict(zip(grid_keys, combo, strict=True))
+            for combo in itertools.product(*(spec.grid[k] for k in grid_keys))]
+    zip_len = len(next(iter(spec.zip.values()))) if spec.zip else 1
+    zipped = [{k: v[i] for k, v in spec.zip.items()} for i in range(zip_len)]
+    return [{**g, **z} for g in grid for z in zipped]
+
+
+def run_id(varied: dict[str, Any], config: Config) -> str:
+    """A readable slug of the varied values plus a short hash of the whole config."""
+    digest = hashlib.sha256(
+        json.dumps(cfg_lib.to_dict(config), sort_keys=True).encode()
+    ).hexdigest()[:8]
+    parts = []
+    for key, value in varied.items():
+        short = key.rsplit(".", 1)[-1]
+        text = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+        parts.append(f"{short}={text}".lower())
+    slug = re.sub(r"[^a-z0-9=,._-]+", "-", "_".join(parts))[:80].strip("-_")
+    return f"{slug}_{digest}" if slug else digest
+
+
+def expand(spec: Spec, overrides: dict[str, Any] | None = None) -> list[Run]:
+    """Every run of the spec (grid x zip x seeds), resolved and validated."""
+    overrides = overrides or {}
+    runs: list[Run] = []
+    for point in points(spec):
+        for seed in spec.seeds:
+            values = {**spec.fixed, **point, **overrides, "seed": seed}
+            try:
+                config = cfg_lib.build(spec.preset, values)
+            except ConfigError as e:
+                at = ", ".join(f"{k}={v!r}" for k, v in point.items())
+                raise SpecError(f"{spec.path}: {e}" + (f" (in the run {at})" if at else "")) \
+                    from None
+            varied = {**point, "seed": seed}
+            runs.append(Run(run_id(varied, config), varied, config))
+    ids = [r.id for r in runs]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise SpecError(f"{spec.path}: two grid points resolve to the same config ({dup}); "
+                        "remove the duplicate values")
+    return runs
+
+
+def shard(runs: list[Run], index: int, total: int) -> list[Run]:
+    """A deterministic 1/total of the runs (by sorted id): for cluster job arrays."""
+    ordered = sorted(runs, key=lambda r: r.id)
+    return [r for i, r in enumerate(ordered) if i % total == index]
