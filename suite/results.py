@@ -16,7 +16,7 @@ from suite.files import read_json, write_text_atomic
 SUMMARY_FIELDS = (
     "params", "flops_per_example_xla", "flops_per_step_xla", "achieved_flops_per_s",
     "step_seconds", "examples_per_s", "compile_seconds", "peak_rss_bytes", "wall_seconds",
-    "device",
+    "device", "machine", "flops_forward_analytic",
 )
 
 

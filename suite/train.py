@@ -31,6 +31,7 @@ from suite.checkpoint import Checkpointer
 from suite.config import Config
 from suite.errors import CheckpointError, SuiteError
 from suite.files import append_jsonl, read_json, read_jsonl, write_json_atomic, write_text_atomic
+from suite.flops import analytic_flops
 from suite.model import build_model, count_params
 from suite.optim import optimizer as make_optimizer
 from suite.optim import schedule as make_schedule
@@ -44,6 +45,21 @@ class Preempted(Exception):
     def __init__(self, signum: int, step: int):
         super().__init__(f"stopped by signal {signum} after step {step}; checkpoint saved")
         self.signum, self.step = signum, step
+
+
+def machine_description() -> str:
+    """CPU model, core count and JAX backend, for the record in every summary."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
+                       cpu)
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cpu}, {cores} cores, jax {jax.__version__} on {jax.default_backend()}"
 
 
 # --------------------------------------------------------------------------- losses
@@ -292,6 +308,8 @@ def train_and_evaluate(
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             "wall_seconds": prior_wall + time.perf_counter() - wall_start,
             "device": jax.devices()[0].device_kind,
+            "machine": machine_description(),
+            "flops_forward_analytic": analytic_flops(config)["total"],
         }
         write_json_atomic(summary_path, summary)
         ckpt.close()
