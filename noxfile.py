@@ -1,8 +1,13 @@
-"""Sessions: ``nox -s tests`` (the test suite), ``lint``, and the suite's main jobs."""
+"""Sessions: ``nox -s demo`` (the main job), ``nox -s tests``, and the suite's other jobs.
+
+Every session installs the package and its dependencies into its own virtualenv, so a
+fresh machine needs only Python and nox.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 
 import nox
 
@@ -32,8 +37,64 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """The main job: train the demo grid on the bundled digits, then write its report."""
+    _install(session)
+    session.run("perceiver-suite", "run", "ablations/demo.toml", *session.posargs, env=CPU_ENV)
+    session.run("perceiver-suite", "report", "results/demo", env=CPU_ENV)
+    _render_check(session, "results/demo/report/index.html")
+
+
+@nox.session(python=PYTHON)
+def ablate(session: nox.Session) -> None:
+    """Run a spec and report it: ``nox -s ablate -- ablations/latents.toml [--workers 2]``."""
+    if not session.posargs:
+        session.error("usage: nox -s ablate -- SPEC [perceiver-suite run options]")
+    _install(session)
+    spec = session.posargs[0]
+    session.run("perceiver-suite", "run", *session.posargs, env=CPU_ENV)
+    out = next((session.posargs[i + 1] for i, a in enumerate(session.posargs[:-1])
+                if a == "--out"), os.path.join("results", _spec_name(spec)))
+    session.run("perceiver-suite", "report", out, env=CPU_ENV)
+
+
+@nox.session(python=PYTHON)
+def report(session: nox.Session) -> None:
+    """Rebuild reports: ``nox -s report -- results/demo [results/latents ...]``."""
+    _install(session)
+    folders = session.posargs or ["results/demo"]
+    for folder in folders:
+        session.run("perceiver-suite", "report", folder, env=CPU_ENV)
+        _render_check(session, os.path.join(folder, "report", "index.html"))
+
+
+@nox.session(python=PYTHON)
 def describe(session: nox.Session) -> None:
     """Describe a config: ``nox -s describe -- --preset imagenet``."""
     _install(session)
     session.run("perceiver-suite", "describe", *(session.posargs or ["--preset", "imagenet"]),
                 env=CPU_ENV)
+
+
+def _spec_name(spec: str) -> str:
+    import tomllib
+
+    with open(spec, "rb") as f:
+        return tomllib.load(f).get("name", os.path.splitext(os.path.basename(spec))[0])
+
+
+def _render_check(session: nox.Session, page: str) -> None:
+    """Render the report page in headless Chromium (if installed) to a PNG beside it."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium or not os.path.exists(page):
+        session.log("chromium not found: skipping the render check of %s", page)
+        return
+    shot = os.path.join(os.path.dirname(page), "index_rendered.png")
+    profile = session.create_tmp()
+    session.run(chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                f"--user-data-dir={os.path.join(profile, 'chromium')}",
+                f"--screenshot={shot}", "--window-size=1200,2400",
+                "file://" + os.path.abspath(page), external=True, silent=True)
+    session.log("rendered %s -> %s", page, shot)

@@ -146,6 +146,22 @@ def dry_run_table(spec, runs, out) -> str:
     return "\n".join(lines)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from suite.report import write_report
+
+    out = Path(args.out)
+    if not out.is_dir():
+        from suite.errors import SuiteError
+
+        raise SuiteError(f"{out}: no such results folder")
+    written = write_report(out, metric=args.metric, rows=args.rows, cols=args.cols)
+    print(f"wrote {len(written)} files to {out / 'report'}: "
+          + ", ".join(sorted(p.name for p in written.values())))
+    return 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from suite.config import PRESETS, preset
 
@@ -224,6 +240,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="overrides applied to every run, e.g. train.steps=50")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "report", help="tables (Markdown, LaTeX, CSV), plots and index.html from a results folder",
+        description="Read every run folder under OUT/runs into one table, aggregate seeds as "
+        "mean ± std, and write OUT/report/: table.md, table.tex, table.csv, seaborn plots "
+        "(PNG and SVG) and a self-contained index.html.",
+    )
+    p.add_argument("out", help="a results folder, e.g. results/demo")
+    p.add_argument("--metric", help="the metric to tabulate and plot (default: the spec's "
+                   "[report] metric, else eval/accuracy)")
+    p.add_argument("--rows", nargs="+", metavar="KEY", help="config keys for table rows")
+    p.add_argument("--cols", nargs="+", metavar="KEY", help="config keys for table columns")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("presets", help="list the named presets")
     p.set_defaults(func=cmd_presets)

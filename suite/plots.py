@@ -1,0 +1,118 @@
+"""seaborn figures for a results folder: metric vs knobs, learning curves, metric vs FLOPs."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from suite.report import ReportSpec, is_geometric  # noqa: E402
+
+
+def _held_fixed(spec: ReportSpec) -> str:
+    """'digits preset; model.num_blocks=4, train.steps=300': what every run shared."""
+    if not spec.spec_text:
+        return ""
+    raw = tomllib.loads(spec.spec_text)
+    fixed = raw.get("fixed", {})
+    items = [f"{k}={v}" for k, v in fixed.items() if not isinstance(v, dict)]
+    for section, values in fixed.items():
+        if isinstance(values, dict):
+            items += [f"{section}.{k}={v}" for k, v in values.items()]
+    text = f"{raw.get('preset', '')} preset"
+    return text + (f"; {', '.join(items)}" if items else "")
+
+
+def _save(fig: plt.Figure, path: Path) -> list[Path]:
+    fig.tight_layout()
+    out = [path.with_suffix(".png"), path.with_suffix(".svg")]
+    fig.savefig(out[0], dpi=120)
+    fig.savefig(out[1])
+    plt.close(fig)
+    return out
+
+
+def _label(spec: ReportSpec, frame: pd.DataFrame) -> pd.Series:
+    knobs = spec.knobs or ["model.kind"]
+    return frame[knobs].astype(str).apply(
+        lambda r: ", ".join(f"{k.split('.')[-1]}={v}" for k, v in r.items()), axis=1)
+
+
+def metric_vs_knob(frame: pd.DataFrame, spec: ReportSpec, x: str, hue: str | None,
+                   out_dir: Path) -> list[Path]:
+    done = frame[frame["status"] == "completed"].copy()
+    if done.empty or spec.metric not in done:
+        return []
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    numeric = pd.api.types.is_numeric_dtype(done[x]) and not pd.api.types.is_bool_dtype(done[x])
+    if hue:
+        done[hue] = done[hue].astype(str)
+    if numeric:
+        sns.lineplot(data=done, x=x, y=spec.metric, hue=hue, marker="o", errorbar="sd",
+                     err_style="bars", ax=ax)
+        if is_geometric(done[x]):
+            ax.set_xscale("log", base=2)
+    else:
+        done[x] = done[x].astype(str)
+        sns.pointplot(data=done, x=x, y=spec.metric, hue=hue, errorbar="sd", dodge=0.2,
+                      capsize=0.1, ax=ax)
+    ax.set_title(f"{spec.metric} vs {x} (mean ± std over seeds)\n{_held_fixed(spec)}",
+                 fontsize=9)
+    ax.grid(alpha=0.3)
+    return _save(fig, out_dir / f"{spec.metric.replace('/', '_')}_vs_{x.split('.')[-1]}")
+
+
+def learning_curves(frame: pd.DataFrame, curves: pd.DataFrame, spec: ReportSpec,
+                    out_dir: Path) -> list[Path]:
+    if curves.empty:
+        return []
+    labels = dict(zip(frame["run_id"], _label(spec, frame), strict=True))
+    data = curves.assign(config=curves["run_id"].map(labels))
+    fig, ax = plt.subplots(figsize=(7.2, 4.4))
+    sns.lineplot(data=data, x="step", y="accuracy", hue="config", style="split",
+                 style_order=["train", "eval"], errorbar="sd", ax=ax)
+    ax.set_title("train (solid) and eval (dashed) accuracy over steps; a gap is overfitting\n"
+                 + _held_fixed(spec), fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, out_dir / "curves")
+
+
+def metric_vs_flops(frame: pd.DataFrame, spec: ReportSpec, out_dir: Path) -> list[Path]:
+    done = frame[frame["status"] == "completed"].copy()
+    if "flops_forward_analytic" not in done or spec.metric not in done:
+        return []
+    done = done.dropna(subset=["flops_forward_analytic", spec.metric])
+    if done.empty:
+        return []
+    done["config"] = _label(spec, done)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    sns.scatterplot(data=done, x="flops_forward_analytic", y=spec.metric, hue="config", ax=ax)
+    if done["flops_forward_analytic"].nunique() > 1:
+        ax.set_xscale("log")
+    ax.set_xlabel("forward FLOPs per example (analytic)")
+    ax.set_title(f"{spec.metric} against compute\n{_held_fixed(spec)}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, out_dir / f"{spec.metric.replace('/', '_')}_vs_flops")
+
+
+def all_figures(frame: pd.DataFrame, curves: pd.DataFrame, spec: ReportSpec,
+                out_dir: Path) -> list[Path]:
+    """Every figure of a report; PNG and SVG each."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    paths: list[Path] = []
+    knobs = spec.knobs or []
+    order = [spec.x] + [k for k in knobs if k != spec.x] if spec.x else knobs
+    for x in order:
+        hue = spec.hue if x == spec.x else (spec.x if spec.x != x else None)
+        paths += metric_vs_knob(frame, spec, x, hue if hue != x else None, out_dir)
+    paths += learning_curves(frame, curves, spec, out_dir)
+    paths += metric_vs_flops(frame, spec, out_dir)
+    return paths
