@@ -69,6 +69,13 @@ def report(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Input pipeline vs train step throughput: writes results/bench/pipeline.{csv,md}."""
+    _install(session)
+    session.run("perceiver-suite", "bench", *session.posargs, env=CPU_ENV)
+
+
+@nox.session(python=PYTHON)
 def describe(session: nox.Session) -> None:
     """Describe a config: ``nox -s describe -- --preset imagenet``."""
     _install(session)

@@ -162,6 +162,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from suite.bench import pipeline_vs_step, write
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    rows = pipeline_vs_step(tasks, steps=args.steps)
+    path = write(rows, Path(args.out), "perceiver-suite bench " + " ".join(sys.argv[2:]))
+    print(path.read_text())
+    return 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from suite.config import PRESETS, preset
 
@@ -253,6 +265,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", nargs="+", metavar="KEY", help="config keys for table rows")
     p.add_argument("--cols", nargs="+", metavar="KEY", help="config keys for table columns")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "bench", help="input pipeline vs train step throughput (CSV + Markdown)",
+        description="For each task, time the grain pipeline and the compiled train step of "
+        "the task's small preset, in examples/s, and write OUT/pipeline.csv and pipeline.md.",
+    )
+    p.add_argument("--tasks", default="digits,fashion_mnist,mnist1d,shapes3d",
+                   help="comma-separated tasks (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=20, help="timed train steps per task")
+    p.add_argument("--out", default="results/bench", help="output folder (default: %(default)s)")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("presets", help="list the named presets")
     p.set_defaults(func=cmd_presets)
