@@ -18,7 +18,7 @@ from typing import Any, Literal
 from suite.errors import ConfigError
 from suite.tasks import TASKS
 
-ModelKind = Literal["perceiver"]  # baselines join here
+ModelKind = Literal["perceiver", "transformer", "vit", "convnet"]
 Placement = Literal["interleaved", "start"]
 PosEncoding = Literal["fourier", "learned", "none"]
 PosCombine = Literal["concat", "add"]
@@ -442,6 +442,22 @@ def validate(config: Config) -> None:
                 f"model.cross_heads={m.cross_heads} must divide "
                 f"model.cross_qk_channels={m.cross_qk_channels}",
             )
+    if m.kind in ("transformer", "vit"):
+        _require(
+            m.hidden_dim % m.self_heads == 0,
+            f"model.self_heads={m.self_heads} must divide model.hidden_dim={m.hidden_dim}",
+        )
+    if m.kind in ("vit", "convnet"):
+        _require(
+            len(d.index_dims or ()) == 2 and d.pos_dim is None,
+            f"model.kind={m.kind!r} needs a 2-D image task, not data.task={d.task!r} "
+            f"with data.index_dims={list(d.index_dims or ())}",
+        )
+    if m.kind == "vit":
+        _require(
+            all(n % m.patch_size == 0 for n in d.index_dims),
+            f"model.patch_size={m.patch_size} must divide data.index_dims={list(d.index_dims)}",
+        )
     if m.max_resolution is not None:
         _require(
             all(r > 0 for r in m.max_resolution),

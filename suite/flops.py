@@ -39,9 +39,11 @@ def analytic_flops(config: Config) -> dict[str, float]:
     self-attend MACs  = 4 N D^2 + 2 N^2 D + 2 w N D^2
     """
     m, d = config.model, config.data
-    n, dim, w = m.num_latents, m.latent_dim, m.widening_factor
     big_m = math.prod(d.index_dims)
     c = input_channels(config)
+    if m.kind != "perceiver":
+        return _baseline_flops(config, big_m, c)
+    n, dim, w = m.num_latents, m.latent_dim, m.widening_factor
     f = m.cross_qk_channels or c
     cross_macs = (
         n * dim * f + 2 * big_m * c * f + 2 * n * big_m * f + n * f * dim + 2 * w * n * dim**2
@@ -64,6 +66,25 @@ def analytic_flops(config: Config) -> dict[str, float]:
     }
     out["total"] = sum(out.values())
     return out
+
+
+def _baseline_flops(config: Config, items: int, channels: int) -> dict[str, float]:
+    from suite.baselines import convnet_flops, transformer_flops
+
+    m, d = config.model, config.data
+    if m.kind == "transformer":
+        body = transformer_flops(m, items, channels, d.num_classes)
+    elif m.kind == "vit":
+        patch = m.patch_size**2
+        body = transformer_flops(m, items // patch, channels * patch, d.num_classes)
+    else:
+        body = convnet_flops(m, d.index_dims, channels, d.num_classes)
+    pos = 0.0
+    if m.position_encoding == "fourier" and m.position_combine == "add":
+        p = d.pos_dim or len(d.index_dims)
+        pos_width = p * ((1 if m.sine_only else 2) * m.fourier_bands + int(m.concat_pos))
+        pos = 2.0 * items * pos_width * d.channels
+    return {m.kind: body, "position": pos, "total": body + pos}
 
 
 def compiled_forward(config: Config, batch: int = 1):
@@ -105,6 +126,8 @@ def shared_kv_savings(config: Config) -> float:
     input array, so common-subexpression elimination leaves one copy.
     """
     m, d = config.model, config.data
+    if m.kind != "perceiver":
+        return 0.0
     schedule = layer_schedule(m)
     cross_ids = [i for kind, i in schedule if kind == "cross"]
     repeats = len(cross_ids) - len(set(cross_ids))

@@ -273,12 +273,13 @@ class Perceiver(nnx.Module):
 
 def build_model(config: Config, *, rngs: nnx.Rngs) -> nnx.Module:
     """The model ``config.model.kind`` names, sized for ``config.data``'s inputs."""
+    from suite.baselines import BASELINES
+
     d = config.data
-    if config.model.kind == "perceiver":
-        return Perceiver(
-            config.model, d.index_dims, d.channels, d.num_classes, d.pos_dim, rngs=rngs
-        )
-    raise ConfigError(f"model.kind={config.model.kind!r} is not available")
+    cls = Perceiver if config.model.kind == "perceiver" else BASELINES.get(config.model.kind)
+    if cls is None:
+        raise ConfigError(f"model.kind={config.model.kind!r} is not available")
+    return cls(config.model, d.index_dims, d.channels, d.num_classes, d.pos_dim, rngs=rngs)
 
 
 def abstract_model(config: Config) -> nnx.Module:
