@@ -76,6 +76,13 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def scaling(session: nox.Session) -> None:
+    """Perceiver vs Transformer compute against input size: writes results/scaling/."""
+    _install(session)
+    session.run("perceiver-suite", "scaling", *session.posargs, env=CPU_ENV)
+
+
+@nox.session(python=PYTHON)
 def describe(session: nox.Session) -> None:
     """Describe a config: ``nox -s describe -- --preset imagenet``."""
     _install(session)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -174,6 +175,39 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scaling(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from suite import config as cfg_lib
+    from suite.errors import ConfigError
+    from suite.scaling import DEFAULT_SIDES, sweep
+    from suite.scaling_report import write
+    from suite.train import machine_description
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    try:
+        sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else None
+    except ValueError:
+        raise ConfigError(f"--sizes={args.sizes!r} must be comma-separated integers") from None
+    if sizes:
+        sides = [math.isqrt(s) for s in sizes] if args.grid == "2d" else [None] * len(sizes)
+        if args.grid == "2d" and any(s * s != m for s, m in zip(sides, sizes, strict=True)):
+            raise ConfigError(f"--sizes={args.sizes!r}: 2-D grids need square sizes "
+                              "(e.g. 1024, 50176); use --grid 1d for others")
+    else:
+        sides = list(DEFAULT_SIDES)
+    if args.grid == "1d" and sizes:
+        sides = sizes  # 1-D: M items, passed as the 'side' of a 1-D grid below
+    rows = sweep(models, sides, batch=args.batch, do_measure=args.measure,
+                 budget_s=args.budget_s,
+                 max_memory_bytes=int(args.max_memory_gb * 2**30) if args.max_memory_gb else None,
+                 overrides=cfg_lib.parse_overrides(args.overrides), two_d=args.grid == "2d")
+    result = write(rows, Path(args.out), "perceiver-suite scaling " + " ".join(sys.argv[2:]),
+                   machine_description())
+    print((Path(args.out) / "scaling.md").read_text())
+    return 0 if result else 1
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from suite.config import PRESETS, preset
 
@@ -276,6 +310,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=20, help="timed train steps per task")
     p.add_argument("--out", default="results/bench", help="output folder (default: %(default)s)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "scaling", help="FLOPs, step time and memory against input size M",
+        description="For each model and input size, compile the train step on abstract "
+        "shapes (XLA FLOPs, bytes, predicted memory), then run it where it fits the machine "
+        "and the time budget (step time, peak RSS). Writes scaling.csv, scaling.md and "
+        "log-log plots with fitted slopes and the crossover.",
+    )
+    p.add_argument("--models", default="perceiver,transformer", help="default: %(default)s")
+    p.add_argument("--sizes", help="input sizes M, comma-separated (default: 16^2 .. 224^2)")
+    p.add_argument("--grid", choices=["2d", "1d"], default="2d",
+                   help="square 2-D grids (default) or 1-D sequences")
+    p.add_argument("--batch", type=int, default=2, help="batch size (default: %(default)s)")
+    p.add_argument("--measure", action=argparse.BooleanOptionalAction, default=True,
+                   help="run the step where it fits (default: yes)")
+    p.add_argument("--budget-s", type=float, default=120.0,
+                   help="seconds allowed per measured point (default: %(default)s)")
+    p.add_argument("--max-memory-gb", type=float,
+                   help="memory a point may use (default: 70%% of available memory)")
+    p.add_argument("--out", default="results/scaling", help="default: %(default)s")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="overrides for every model, e.g. model.num_latents=256")
+    p.set_defaults(func=cmd_scaling)
 
     p = sub.add_parser("presets", help="list the named presets")
     p.set_defaults(func=cmd_presets)

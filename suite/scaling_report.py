@@ -1,0 +1,117 @@
+"""scaling.csv, a Markdown table and log-log plots with fitted slopes and the crossover."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from suite.files import write_text_atomic  # noqa: E402
+from suite.scaling import crossover, fit_slope  # noqa: E402
+
+PANELS = (
+    ("flops_per_example_xla", "train-step FLOPs per example (XLA)", "flops"),
+    ("step_seconds", "measured seconds per train step", "step_time"),
+    ("memory_bytes", "memory (bytes): measured peak RSS, else XLA's prediction", "memory"),
+)
+
+
+def _human(x: float, unit: str = "") -> str:
+    if x is None or not np.isfinite(x):
+        return "—"
+    for suffix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.2f}{suffix}{unit}"
+    return f"{x:.3g}{unit}"
+
+
+def frame_of(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    for col in ("step_seconds", "peak_rss_bytes", "predicted_memory_bytes"):
+        if col not in frame:
+            frame[col] = np.nan
+    frame["memory_bytes"] = frame["peak_rss_bytes"].fillna(frame["predicted_memory_bytes"])
+    return frame
+
+
+def plot(frame: pd.DataFrame, out: Path, title: str) -> list[Path]:
+    sns.set_theme(style="whitegrid", context="notebook")
+    paths = []
+    for column, label, stem in PANELS:
+        data = frame.dropna(subset=[column])
+        data = data[data[column] > 0]
+        if data.empty:
+            continue
+        fig, ax = plt.subplots(figsize=(6.6, 4.4))
+        for model, group in data.groupby("model"):
+            group = group.sort_values("M")
+            slope = fit_slope(group["M"].to_numpy(float), group[column].to_numpy(float))
+            name = f"{model} (slope {slope:.2f} for M ≥ 4096)" if slope is not None else model
+            ax.plot(group["M"], group[column], marker="o", label=name)
+            if column == "memory_bytes":  # hollow markers: predicted, not measured
+                pred = group[group["peak_rss_bytes"].isna()]
+                ax.scatter(pred["M"], pred[column], facecolors="white",
+                           edgecolors="black", zorder=3, s=30)
+        cross = crossover(data, column)
+        if cross is not None:
+            ax.axvline(cross, color="grey", ls="--", lw=1)
+            ax.annotate(f"crossover M ≈ {cross:,.0f}", (cross, ax.get_ylim()[0]),
+                        xytext=(4, 8), textcoords="offset points", fontsize=8, color="grey")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("input size M (items)")
+        ax.set_ylabel(label, fontsize=9)
+        ax.set_title(title + (" (hollow: predicted)" if column == "memory_bytes" else ""),
+                     fontsize=9)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        for suffix in (".png", ".svg"):
+            fig.savefig(out / f"{stem}_vs_M{suffix}", dpi=120)
+            paths.append(out / f"{stem}_vs_M{suffix}")
+        plt.close(fig)
+    return paths
+
+
+def write(rows: list[dict[str, Any]], out: Path, command: str, machine: str) -> dict[str, Any]:
+    """Write scaling.csv, scaling.md and the plots; return the fitted slopes."""
+    out.mkdir(parents=True, exist_ok=True)
+    frame = frame_of(rows)
+    write_text_atomic(out / "scaling.csv", frame.to_csv(index=False))
+    slopes = {}
+    for model, group in frame.groupby("model"):
+        slopes[model] = fit_slope(group["M"].to_numpy(float),
+                                  group["flops_per_example_xla"].to_numpy(float))
+    cross = crossover(frame, "flops_per_example_xla")
+    table = pd.DataFrame({
+        "model": frame["model"], "M": frame["M"].map(lambda v: f"{v:,}"),
+        "grid": frame["index_dims"], "params": frame["params"].map(_human),
+        "FLOPs/ex (XLA, train)": frame["flops_per_example_xla"].map(_human),
+        "FLOPs/ex (analytic, fwd)": frame["flops_forward_analytic"].map(_human),
+        "predicted mem": frame["predicted_memory_bytes"].map(lambda v: _human(v, "B")),
+        "measured RSS": frame["peak_rss_bytes"].map(lambda v: _human(v, "B")),
+        "s/step": frame["step_seconds"].map(lambda v: "—" if pd.isna(v) else f"{v:.3f}"),
+        "compile s": frame["compile_seconds"].map(lambda v: "—" if pd.isna(v) else f"{v:.1f}"),
+        "status": frame["status"],
+    })
+    lines = [
+        "# Compute scaling: Perceiver vs Transformer", "",
+        table.to_markdown(index=False), "",
+        "Fitted log-log slopes of train-step FLOPs per example for M ≥ 4096: "
+        + ", ".join(f"{m} {s:.2f}" if s is not None else f"{m} —" for m, s in slopes.items())
+        + ".",
+        f"FLOPs crossover: M ≈ {cross:,.0f}." if cross else "", "",
+        f"- command: `{command}`", f"- machine: {machine}",
+        f"- batch {int(frame['batch'].iloc[0])}; memory is XLA's predicted peak "
+        "(arguments + outputs + temporaries) and the measured process peak RSS.", "",
+    ]
+    write_text_atomic(out / "scaling.md", "\n".join(lines))
+    plot(frame, out, "Perceiver vs Transformer, train step, batch "
+         f"{int(frame['batch'].iloc[0])}")
+    return {"slopes": slopes, "crossover": cross}

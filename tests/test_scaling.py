@@ -1,0 +1,56 @@
+"""Compute scaling: the Perceiver's FLOPs grow linearly in M, the Transformer's
+quadratically; sizes that do not fit are recorded, not crashed on."""
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from suite.scaling import analyse, crossover, fit_slope, scaling_config
+
+TINY = {"model.num_latents": 8, "model.latent_dim": 16, "model.hidden_dim": 16,
+        "model.num_layers": 1, "model.num_blocks": 1, "model.self_attends_per_block": 1,
+        "model.num_cross_attends": 1, "model.self_heads": 2, "model.fourier_bands": 2}
+
+
+def flops(model, side):
+    return analyse(scaling_config(model, side, TINY), batch=1)["flops_per_example_xla"]
+
+
+def growth(model):
+    """F(1024) - F(256) over F(256) - F(64): 4 if linear in M, 16 if quadratic."""
+    f64, f256, f1024 = (flops(model, s) for s in (8, 16, 32))
+    return (f1024 - f256) / (f256 - f64)
+
+
+def test_perceiver_flops_grow_linearly_in_the_input_size():
+    assert growth("perceiver") == pytest.approx(4.0, rel=0.1)
+
+
+def test_transformer_flops_grow_quadratically_in_the_input_size():
+    assert growth("transformer") > 12.0
+
+
+def test_slope_fit_and_crossover_on_exact_power_laws():
+    import numpy as np
+
+    ms = np.array([1024, 4096, 16384, 65536], float)
+    assert fit_slope(ms, 3 * ms) == pytest.approx(1.0)
+    assert fit_slope(ms, ms**2) == pytest.approx(2.0)
+    frame = pd.DataFrame({"model": ["perceiver"] * 4 + ["transformer"] * 4,
+                          "M": list(ms) * 2, "f": list(4000 * ms) + list(ms**2)})
+    assert crossover(frame, "f") == pytest.approx(4000, rel=0.01)
+
+
+def test_scaling_command_records_a_size_that_does_not_fit(tmp_path):
+    out = tmp_path / "scaling"
+    result = subprocess.run(
+        [sys.executable, "-m", "suite", "scaling", "--sizes", "64,256", "--max-memory-gb",
+         "0.000001", "--out", str(out), *[f"{k}={v}" for k, v in TINY.items()]],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    frame = pd.read_csv(out / "scaling.csv")
+    assert len(frame) == 4 and frame["status"].str.startswith("does not fit").all()
+    assert frame["predicted_memory_bytes"].gt(0).all()
+    assert (out / "scaling.md").exists() and (out / "flops_vs_M.png").exists()
