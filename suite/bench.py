@@ -53,6 +53,59 @@ def step_throughput(config: cfg_lib.Config, ds: data_lib.Dataset, steps: int) ->
     return steps * config.train.batch_size / (time.perf_counter() - start)
 
 
+def dispatch_overhead(presets: tuple[str, ...] = ("synthetic", "digits"),
+                      steps: int = 50) -> list[dict[str, Any]]:
+    return [_dispatch_overhead(p, steps) for p in presets]
+
+
+def _dispatch_overhead(preset: str, steps: int) -> dict[str, Any]:
+    """Seconds per train step: ``nnx.jit`` on modules vs ``jax.jit`` on split state.
+
+    ``nnx.jit`` walks the module graph on every call; for small models that Python work
+    is a large share of the step. The trainer splits once and jits a pure function.
+    """
+    from suite.train import loss_fn
+
+    config = cfg_lib.build(preset, {})
+    ds = data_lib.load(config.data)
+    batch = next(iter(data_lib.train_batches(ds, config.train.batch_size, seed=0)))
+    model = build_model(config, rngs=nnx.Rngs(0))
+    opt = nnx.Optimizer(model, make_optimizer(config.train), wrt=nnx.Param)
+
+    @nnx.jit
+    def nnx_step(model, opt, batch):
+        (loss, _), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, batch, config)
+        opt.update(model, grads)
+        return loss
+
+    graphdef, state = nnx.split((model, opt))
+    fns = Steps(graphdef, config, make_schedule(config.train))
+    compiled = fns.train_step.lower(state, batch).compile()
+
+    def time_it(fn) -> float:
+        for _ in range(3):
+            out = fn()
+        jax.block_until_ready(out)
+        start = time.perf_counter()
+        for _ in range(steps):
+            out = fn()
+        jax.block_until_ready(out)
+        return (time.perf_counter() - start) / steps
+
+    holder = {"state": state}
+
+    def split_step():
+        holder["state"], m = compiled(holder["state"], batch)
+        return m
+
+    model2 = build_model(config, rngs=nnx.Rngs(0))
+    opt2 = nnx.Optimizer(model2, make_optimizer(config.train), wrt=nnx.Param)
+    t_nnx = time_it(lambda: nnx_step(model2, opt2, batch))
+    t_split = time_it(split_step)
+    return {"preset": preset, "nnx.jit s/step": round(t_nnx, 5),
+            "split + jax.jit s/step": round(t_split, 5), "speed-up": round(t_nnx / t_split, 2)}
+
+
 def pipeline_vs_step(tasks: list[str], steps: int = 20, batches: int = 50) -> list[dict[str, Any]]:
     rows = []
     for task in tasks:
@@ -73,15 +126,20 @@ def pipeline_vs_step(tasks: list[str], steps: int = 20, batches: int = 50) -> li
     return rows
 
 
-def write(rows: list[dict[str, Any]], out: Path, command: str) -> Path:
+def write(rows: list[dict[str, Any]], out: Path, command: str,
+          overhead: list[dict[str, Any]] | None = None) -> Path:
     import pandas as pd
 
     frame = pd.DataFrame(rows)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "pipeline.csv", frame.to_csv(index=False))
     md = ["# Input pipeline vs train step (examples/s)", "",
-          frame.to_markdown(index=False), "",
-          f"- command: `{command}`", f"- machine: {machine_description()}", "",
+          frame.to_markdown(index=False), ""]
+    if overhead:
+        write_text_atomic(out / "dispatch.csv", pd.DataFrame(overhead).to_csv(index=False))
+        md += ["# Train-step dispatch: nnx.jit vs split state + jax.jit", "",
+               pd.DataFrame(overhead).to_markdown(index=False), ""]
+    md += [f"- command: `{command}`", f"- machine: {machine_description()}", "",
           "headroom = pipeline throughput / train-step throughput (single process loader).", ""]
     write_text_atomic(out / "pipeline.md", "\n".join(md))
     return out / "pipeline.md"

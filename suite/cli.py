@@ -166,11 +166,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from suite.bench import pipeline_vs_step, write
+    from suite.bench import dispatch_overhead, pipeline_vs_step, write
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     rows = pipeline_vs_step(tasks, steps=args.steps)
-    path = write(rows, Path(args.out), "perceiver-suite bench " + " ".join(sys.argv[2:]))
+    overhead = dispatch_overhead()
+    path = write(rows, Path(args.out), "perceiver-suite bench " + " ".join(sys.argv[2:]),
+                 overhead)
     print(path.read_text())
     return 0
 
