@@ -315,6 +315,7 @@ def train_and_evaluate(
         ckpt.close()
         return summary
 
+    log(f"{workdir.name}: training from step {step} to {t.steps}")
     bar = None
     use_bar = sys.stderr.isatty() if progress is None else progress
     if use_bar:
@@ -327,7 +328,6 @@ def train_and_evaluate(
         if "train/loss" in row:
             last_train = {k: row[k] for k in ("train/loss", "train/accuracy")}
             break
-    log(f"{workdir.name}: training from step {step} to {t.steps}")
     train_iter_state = train_iter.get_state()
     window_start = time.perf_counter()
     with _Signals() as signals:
