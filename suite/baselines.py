@@ -29,13 +29,10 @@ def _to_grid(x: jax.Array, index_dims: Sequence[int]) -> jax.Array:
     return x.reshape(x.shape[0], *index_dims, x.shape[-1])
 
 
-class TransformerClassifier(nnx.Module):
-    """Inputs + positions -> Linear(C -> H) -> L pre-LN self-attention layers -> mean -> head."""
+class _Trunk(nnx.Module):
+    """Tokens ``[B, T, H]`` -> L pre-LN self-attention layers -> LN -> mean -> logits."""
 
-    def __init__(self, m: ModelConfig, index_dims: Sequence[int], channels: int,
-                 num_classes: int, pos_dim: int | None = None, *, rngs: nnx.Rngs):
-        self.adapter = InputAdapter(m, index_dims, channels, pos_dim, rngs=rngs)
-        self.embed = _linear(self.adapter.out_channels, m.hidden_dim, rngs=rngs)
+    def __init__(self, m: ModelConfig, num_classes: int, *, rngs: nnx.Rngs):
         self.layers = nnx.List([
             SelfAttend(m.hidden_dim, m.self_heads, m.widening_factor, m.dropout, rngs=rngs)
             for _ in range(m.num_layers)
@@ -43,12 +40,24 @@ class TransformerClassifier(nnx.Module):
         self.norm = nnx.LayerNorm(m.hidden_dim, epsilon=LN_EPS, rngs=rngs)
         self.head = _linear(m.hidden_dim, num_classes, rngs=rngs, zero=True)
 
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        for layer in self.layers:
+            tokens = layer(tokens)
+        return self.head(self.norm(tokens).mean(axis=1))
+
+
+class TransformerClassifier(nnx.Module):
+    """Inputs + positions -> Linear(C -> H) -> L pre-LN self-attention layers -> mean -> head."""
+
+    def __init__(self, m: ModelConfig, index_dims: Sequence[int], channels: int,
+                 num_classes: int, pos_dim: int | None = None, *, rngs: nnx.Rngs):
+        self.adapter = InputAdapter(m, index_dims, channels, pos_dim, rngs=rngs)
+        self.embed = _linear(self.adapter.out_channels, m.hidden_dim, rngs=rngs)
+        self.trunk = _Trunk(m, num_classes, rngs=rngs)
+
     def __call__(self, inputs: jax.Array, positions: jax.Array | None = None,
                  index: jax.Array | None = None) -> jax.Array:
-        h = self.embed(self.adapter(inputs, positions, index))  # [B, M, H]
-        for layer in self.layers:
-            h = layer(h)
-        return self.head(self.norm(h).mean(axis=1))
+        return self.trunk(self.embed(self.adapter(inputs, positions, index)))  # [B, M, H]
 
 
 class ViT(nnx.Module):
@@ -65,12 +74,7 @@ class ViT(nnx.Module):
         self.index_dims, self.patch = (h, w), p
         self.adapter = InputAdapter(m, index_dims, channels, None, rngs=rngs)
         self.embed = _linear(p * p * self.adapter.out_channels, m.hidden_dim, rngs=rngs)
-        self.layers = nnx.List([
-            SelfAttend(m.hidden_dim, m.self_heads, m.widening_factor, m.dropout, rngs=rngs)
-            for _ in range(m.num_layers)
-        ])
-        self.norm = nnx.LayerNorm(m.hidden_dim, epsilon=LN_EPS, rngs=rngs)
-        self.head = _linear(m.hidden_dim, num_classes, rngs=rngs, zero=True)
+        self.trunk = _Trunk(m, num_classes, rngs=rngs)
 
     def __call__(self, inputs: jax.Array, positions: jax.Array | None = None,
                  index: jax.Array | None = None) -> jax.Array:
@@ -79,10 +83,7 @@ class ViT(nnx.Module):
         p = self.patch
         # 'b (gh p) (gw q) c -> b (gh gw) (p q c)'
         x = x.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
-        tokens = self.embed(x.reshape(b, (h // p) * (w // p), p * p * c))
-        for layer in self.layers:
-            tokens = layer(tokens)
-        return self.head(self.norm(tokens).mean(axis=1))
+        return self.trunk(self.embed(x.reshape(b, (h // p) * (w // p), p * p * c)))
 
 
 class _ResBlock(nnx.Module):

@@ -33,7 +33,7 @@ def test_transformer_is_permutation_invariant_and_vit_is_not():
     for kind in ("transformer", "vit"):
         config = C.build("digits", {**TINY, "model.kind": kind})
         model = build_model(config, rngs=nnx.Rngs(0))
-        k = model.head.kernel
+        k = model.trunk.head.kernel
         k[...] = jax.random.normal(jax.random.key(1), k.shape)
         outs[kind] = (model(x.reshape(2, 8, 8, 1)), model(x[:, perm], index=index))
     np.testing.assert_allclose(*outs["transformer"], rtol=1e-4, atol=1e-4)
