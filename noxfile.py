@@ -26,7 +26,7 @@ def _install(session: nox.Session, extras: str = "") -> None:
 def tests(session: nox.Session) -> None:
     """The test suite (fast on 2 CPU cores). Extra arguments go to pytest."""
     _install(session, "test")
-    session.run("pytest", *(session.posargs or ["-q"]), env=CPU_ENV)
+    session.run("pytest", *(session.posargs or ["-q", "-n", "2"]), env=CPU_ENV)
 
 
 @nox.session(python=PYTHON)

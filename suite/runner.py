@@ -36,16 +36,6 @@ class GridOutcome:
         return 1 if self.failed else 0
 
 
-def _die_with_parent() -> None:
-    """Linux: SIGTERM the child if the runner dies (even by SIGKILL): it checkpoints."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def cpu_shares(workers: int) -> list[set[int]]:
     """Split this process's CPUs into ``workers`` disjoint sets (round-robin)."""
     cpus = sorted(os.sched_getaffinity(0))
@@ -107,19 +97,14 @@ def run_grid(
             "id": run.id, "spec": spec_name, "varied": run.varied,
             "config": cfg_lib.to_dict(run.config),
         })
-        cmd = [sys.executable, "-m", "suite.worker", str(run_dir)]
+        cmd = [sys.executable, "-m", "suite.worker", str(run_dir),
+               "--cpus", ",".join(map(str, sorted(shares[slot]))),
+               "--parent", str(os.getpid())]
         if retry_failed:
             cmd.append("--retry-failed")
-        cpus = shares[slot]
-
-        def child_setup() -> None:
-            os.sched_setaffinity(0, cpus)  # XLA sizes its thread pool from this
-            _die_with_parent()
-
         with open(run_dir / "train.log", "ab") as log:
             proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                preexec_fn=child_setup,
                 start_new_session=True,  # the terminal's Ctrl-C reaches the runner only
             )
         active[proc] = (run, slot, time.perf_counter())

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -33,11 +34,29 @@ def lock(run_dir: Path):
     return fd
 
 
+def die_with_parent(parent: int) -> None:
+    """Linux: get SIGTERM when the runner dies (even by SIGKILL), to checkpoint and exit."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the runner died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m suite.worker")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--retry-failed", action="store_true")
+    parser.add_argument("--cpus", help="CPU ids to run on, e.g. 0,1 (before JAX starts)")
+    parser.add_argument("--parent", type=int, help="the runner's pid (stop when it dies)")
     args = parser.parse_args(argv)
+    if args.cpus and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})  # sizes XLA's pool
+    if args.parent:
+        die_with_parent(args.parent)
     run_dir = args.run_dir.absolute()
     fd = lock(run_dir)
     if fd is None:
