@@ -46,12 +46,14 @@ def _flat_config(config: dict[str, Any]) -> dict[str, Any]:
 def read_run(run_dir: Path) -> dict[str, Any] | None:
     """One row: id, status, config columns (dotted), final metrics, cost figures."""
     run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
-    if not config_path.exists():
-        return None
-    try:
-        config = read_json(config_path)
-    except (OSError, ValueError):
+    try:  # the trainer's config.json, else the runner's run.json (a run that never started)
+        if (run_dir / "config.json").exists():
+            config = read_json(run_dir / "config.json")
+        elif (run_dir / "run.json").exists():
+            config = read_json(run_dir / "run.json")["config"]
+        else:
+            return None
+    except (OSError, ValueError, KeyError):
         return None
     row: dict[str, Any] = {"run_id": run_dir.name, "status": run_status(run_dir)}
     meta = run_dir / "run.json"

@@ -156,8 +156,8 @@ def evaluate(steps: Steps, state, ds: data_lib.Dataset, batch_size: int) -> dict
 
 
 def _check_config(workdir: Path, config: Config) -> None:
+    """Refuse a folder that holds a run of another config."""
     path = workdir / "config.json"
-    wanted = cfg_lib.to_dict(config)
     if path.exists():
         try:
             existing = cfg_lib.from_dict(read_json(path))
@@ -173,8 +173,6 @@ def _check_config(workdir: Path, config: Config) -> None:
                 f"{workdir} holds a run with another config ({k}={flat_old.get(k)!r} there, "
                 f"{flat_new.get(k)!r} here); use another --workdir"
             )
-    else:
-        write_json_atomic(path, wanted)
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
@@ -239,7 +237,6 @@ def train_and_evaluate(
     workdir = Path(workdir).absolute()
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     summary_path = workdir / "summary.json"
-    workdir.mkdir(parents=True, exist_ok=True)
     _check_config(workdir, config)
     if summary_path.exists():
         summary = read_json(summary_path)
@@ -250,8 +247,11 @@ def train_and_evaluate(
 
     t = config.train
     wall_start = time.perf_counter()
-    ds = data_lib.load(config.data)
+    ds = data_lib.load(config.data)  # user mistakes surface here, before anything is written
     model = build_model(config, rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not (workdir / "config.json").exists():
+        write_json_atomic(workdir / "config.json", cfg_lib.to_dict(config))
     params = count_params(model)
     opt = nnx.Optimizer(model, make_optimizer(t), wrt=nnx.Param)
     graphdef, state = nnx.split((model, opt))

@@ -213,3 +213,21 @@ def test_a_killed_grid_continues_and_finishes_every_run_once(tmp_path):
     for run_dir in (out / "runs").iterdir():  # a resume never duplicates metric lines
         steps = [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl") if "train/loss" in r]
         assert steps == sorted(set(steps)) and steps[-1] == 120
+
+
+def test_a_run_whose_data_is_missing_fails_visibly_and_the_grid_goes_on(tmp_path):
+    path = write_spec(tmp_path, f'''
+preset = "synthetic"
+[fixed]
+{FAST}
+[grid]
+"data.task" = ["synthetic", "mnist"]
+"data.data_dir" = ["{tmp_path / 'nowhere'}"]
+"data.index_dims" = ["8,8"]
+"data.channels" = [1]
+''')
+    runs = spec_lib.expand(spec_lib.load(path))
+    outcome = run_grid(runs, tmp_path / "out", progress=False)
+    assert len(outcome.completed) == 1 and len(outcome.failed) == 1
+    rows = {r["data.task"]: r for r in read_runs(tmp_path / "out")}
+    assert rows["mnist"]["status"] == "failed" and "directory not found" in rows["mnist"]["reason"]
