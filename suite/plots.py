@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 import tomllib
 from pathlib import Path
 
@@ -25,8 +26,11 @@ def _held_fixed(spec: ReportSpec) -> str:
     for section, values in fixed.items():
         if isinstance(values, dict):
             items += [f"{section}.{k}={v}" for k, v in values.items()]
-    text = f"{raw.get('preset', '')} preset"
-    return text + (f"; {', '.join(items)}" if items else "")
+    bookkeeping = ("train.eval_every", "train.checkpoint_every", "train.log_every",
+                   "train.keep_checkpoints")
+    items = [i for i in items if not i.startswith(bookkeeping)]
+    text = f"{raw.get('preset', '')} preset" + (f"; {', '.join(items)}" if items else "")
+    return "\n".join(textwrap.wrap(text, width=90))
 
 
 def _save(fig: plt.Figure, path: Path) -> list[Path]:
@@ -60,8 +64,8 @@ def metric_vs_knob(frame: pd.DataFrame, spec: ReportSpec, x: str, hue: str | Non
             ax.set_xscale("log", base=2)
     else:
         done[x] = done[x].astype(str)
-        sns.pointplot(data=done, x=x, y=spec.metric, hue=hue, errorbar="sd", dodge=0.2,
-                      capsize=0.1, ax=ax)
+        sns.pointplot(data=done, x=x, y=spec.metric, hue=hue, errorbar="sd",
+                      dodge=0.2 if hue else False, capsize=0.1, ax=ax)
     ax.set_title(f"{spec.metric} vs {x} (mean ± std over seeds)\n{_held_fixed(spec)}",
                  fontsize=9)
     ax.grid(alpha=0.3)
