@@ -62,6 +62,11 @@ def metric_vs_knob(frame: pd.DataFrame, spec: ReportSpec, x: str, hue: str | Non
                      err_style="bars", ax=ax)
         if is_geometric(done[x]):
             ax.set_xscale("log", base=2)
+        values = sorted(done[x].dropna().unique())
+        if len(values) <= 10:  # tick exactly the values that were run
+            ax.set_xticks(values)
+            ax.set_xticklabels([f"{v:g}" for v in values])
+            ax.minorticks_off()
     else:
         done[x] = done[x].astype(str)
         sns.pointplot(data=done, x=x, y=spec.metric, hue=hue, errorbar="sd",
