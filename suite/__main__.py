@@ -4,4 +4,5 @@ import sys
 
 from suite.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # grain's worker processes re-import __main__: run nothing then
+    sys.exit(main())
