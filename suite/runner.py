@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from suite import config as cfg_lib
+from suite import fmt
 from suite.files import write_json_atomic
 from suite.results import run_status, write_results_csv
 from suite.spec import Run
@@ -41,11 +42,6 @@ def cpu_shares(workers: int) -> list[set[int]]:
     cpus = sorted(os.sched_getaffinity(0))
     workers = max(1, min(workers, len(cpus)))
     return [set(cpus[i::workers]) for i in range(workers)]
-
-
-def _fmt(seconds: float) -> str:
-    s = int(max(0, seconds))
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 def run_grid(
@@ -139,7 +135,7 @@ def run_grid(
                                     refresh=True)
                 else:
                     say(f"[{total - left}/{total}] {run.id}: {note}; {len(active)} running, "
-                        f"{len(outcome.failed)} failed" + (f", eta {_fmt(eta)}" if durations
+                        f"{len(outcome.failed)} failed" + (f", eta {fmt.duration(eta)}" if durations
                                                            else ""))
         if stop:
             outcome.interrupted = stop[0]

@@ -9,6 +9,7 @@ partially accumulated metrics too.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import resource
@@ -27,6 +28,7 @@ from flax import nnx
 
 from suite import config as cfg_lib
 from suite import data as data_lib
+from suite import fmt
 from suite.checkpoint import Checkpointer
 from suite.config import Config
 from suite.errors import CheckpointError, SuiteError
@@ -178,19 +180,7 @@ def _check_config(workdir: Path, config: Config) -> None:
 def _truncate_metrics(path: Path, last_step: int) -> None:
     """Drop metric lines past the restored step, so a resume never duplicates lines."""
     rows = [r for r in read_jsonl(path) if r.get("step", 0) <= last_step]
-    write_text_atomic(path, "".join(_line(r) for r in rows))
-
-
-def _line(row: dict) -> str:
-    import json
-
-    return json.dumps(row) + "\n"
-
-
-def _fmt_eta(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
-        f"{seconds // 60}m{seconds % 60:02d}s"
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 class _Signals:
@@ -201,12 +191,11 @@ class _Signals:
         self._old: dict[int, Any] = {}
 
     def __enter__(self):
-        if os.getpid() == getattr(self, "_pid", os.getpid()):
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                try:
-                    self._old[sig] = signal.signal(sig, self._handle)
-                except ValueError:  # not the main thread: leave signals alone
-                    pass
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
         return self
 
     def _handle(self, signum, frame):
@@ -368,7 +357,7 @@ def train_and_evaluate(
                 append_jsonl(metrics_path, row)
                 last_train = {k: means[k] for k in ("train/loss", "train/accuracy")}
                 acc, window, window_start = None, 0, now
-                eta = _fmt_eta((t.steps - step) * step_seconds)
+                eta = fmt.duration((t.steps - step) * step_seconds)
                 if bar:
                     bar.set_postfix(loss=f"{means['train/loss']:.3f}",
                                     acc=f"{means['train/accuracy']:.3f}",
