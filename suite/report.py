@@ -55,8 +55,9 @@ def load_frame(out: Path) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     for col in frame.columns:  # lists (index_dims, max_resolution) -> hashable text
         if frame[col].map(lambda v: isinstance(v, list)).any():
-            frame[col] = frame[col].map(lambda v: "x".join(map(str, v))
-                                        if isinstance(v, list) else v)
+            frame[col] = frame[col].map(
+                lambda v: (v[0] if len(v) == 1 else "x".join(map(str, v)))
+                if isinstance(v, list) else v)
     if "eval/accuracy" in frame and "train/accuracy" in frame:
         frame["gap"] = frame["train/accuracy"] - frame["eval/accuracy"]
     return frame
@@ -183,8 +184,12 @@ def pivot_table(agg: pd.DataFrame, spec: ReportSpec) -> pd.DataFrame | None:
     if extra:  # more knobs than rows/cols: keep them as rows too
         rows = rows + extra
     pivot = cells.pivot_table(index=rows, columns=spec.cols, values="cell", aggfunc="first")
-    pivot.columns = [" ".join(f"{c}" for c in (col if isinstance(col, tuple) else (col,)))
-                     for col in pivot.columns]
+    names = [c.rsplit(".", 1)[-1] for c in spec.cols]
+    pivot.columns = [
+        ", ".join(f"{n}={v:g}" if isinstance(v, float) else f"{n}={v}"
+                  for n, v in zip(names, col if isinstance(col, tuple) else (col,), strict=True))
+        for col in pivot.columns
+    ]
     return pivot.reset_index().fillna("—")
 
 
