@@ -23,13 +23,22 @@ PANELS = (
 )
 
 
-def _human(x: float, unit: str = "") -> str:
+def _human(x: float) -> str:
     if x is None or not np.isfinite(x):
         return "—"
     for suffix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(x) >= scale:
-            return f"{x / scale:.2f}{suffix}{unit}"
-    return f"{x:.3g}{unit}"
+            return f"{x / scale:.2f}{suffix}"
+    return f"{x:.3g}"
+
+
+def _bytes(x: float) -> str:
+    if x is None or not np.isfinite(x):
+        return "—"
+    for suffix, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
+        if x >= scale:
+            return f"{x / scale:.2f} {suffix}"
+    return f"{x / 2**10:.0f} KiB"
 
 
 def frame_of(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -59,13 +68,13 @@ def plot(frame: pd.DataFrame, out: Path, title: str) -> list[Path]:
                 pred = group[group["peak_rss_bytes"].isna()]
                 ax.scatter(pred["M"], pred[column], facecolors="white",
                            edgecolors="black", zorder=3, s=30)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
         cross = crossover(data, column)
         if cross is not None:
             ax.axvline(cross, color="grey", ls="--", lw=1)
-            ax.annotate(f"crossover M ≈ {cross:,.0f}", (cross, ax.get_ylim()[0]),
-                        xytext=(4, 8), textcoords="offset points", fontsize=8, color="grey")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+            ax.text(cross, 0.5, f" crossover M ≈ {cross:,.0f}", transform=ax.get_xaxis_transform(),
+                    fontsize=8, color="grey", rotation=90, va="center")
         ax.set_xlabel("input size M (items)")
         ax.set_ylabel(label, fontsize=9)
         ax.set_title(title + (" (hollow: predicted)" if column == "memory_bytes" else ""),
@@ -94,8 +103,8 @@ def write(rows: list[dict[str, Any]], out: Path, command: str, machine: str) -> 
         "grid": frame["index_dims"], "params": frame["params"].map(_human),
         "FLOPs/ex (XLA, train)": frame["flops_per_example_xla"].map(_human),
         "FLOPs/ex (analytic, fwd)": frame["flops_forward_analytic"].map(_human),
-        "predicted mem": frame["predicted_memory_bytes"].map(lambda v: _human(v, "B")),
-        "measured RSS": frame["peak_rss_bytes"].map(lambda v: _human(v, "B")),
+        "predicted mem": frame["predicted_memory_bytes"].map(_bytes),
+        "measured RSS": frame["peak_rss_bytes"].map(_bytes),
         "s/step": frame["step_seconds"].map(lambda v: "—" if pd.isna(v) else f"{v:.3f}"),
         "compile s": frame["compile_seconds"].map(lambda v: "—" if pd.isna(v) else f"{v:.1f}"),
         "status": frame["status"],
