@@ -171,7 +171,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     rows = pipeline_vs_step(tasks, steps=args.steps)
     overhead = dispatch_overhead()
-    path = write(rows, Path(args.out), "perceiver-suite bench " + " ".join(sys.argv[2:]),
+    path = write(rows, Path(args.out), " ".join(["perceiver-suite bench", *sys.argv[2:]]),
                  overhead)
     print(path.read_text())
     return 0
