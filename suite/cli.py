@@ -177,6 +177,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(flag: str, text: str | None) -> list[int] | None:
+    from suite.errors import ConfigError
+
+    if not text:
+        return None
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{flag}={text!r} must be comma-separated integers") from None
+    if any(v <= 0 for v in values):
+        raise ConfigError(f"{flag}={text!r} must be positive")
+    return values
+
+
 def cmd_scaling(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -203,7 +217,8 @@ def cmd_scaling(args: argparse.Namespace) -> int:
     rows = sweep(models, sides, batch=args.batch, do_measure=args.measure,
                  budget_s=args.budget_s,
                  max_memory_bytes=int(args.max_memory_gb * 2**30) if args.max_memory_gb else None,
-                 overrides=cfg_lib.parse_overrides(args.overrides), two_d=args.grid == "2d")
+                 overrides=cfg_lib.parse_overrides(args.overrides), two_d=args.grid == "2d",
+                 latents=_int_list("--latents", args.latents))
     result = write(rows, Path(args.out), "perceiver-suite scaling " + " ".join(sys.argv[2:]),
                    machine_description())
     print((Path(args.out) / "scaling.md").read_text())
@@ -322,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--models", default="perceiver,transformer", help="default: %(default)s")
     p.add_argument("--sizes", help="input sizes M, comma-separated (default: 16^2 .. 224^2)")
+    p.add_argument("--latents", metavar="N,N,...",
+                   help="vary the Perceiver's latent count: one line per value")
     p.add_argument("--grid", choices=["2d", "1d"], default="2d",
                    help="square 2-D grids (default) or 1-D sequences")
     p.add_argument("--batch", type=int, default=2, help="batch size (default: %(default)s)")

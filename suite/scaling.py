@@ -165,16 +165,26 @@ def _measure_in_subprocess(config: Config, batch: int, steps: int, budget_s: flo
 def sweep(models: list[str], sides: list[int], *, batch: int = 2, do_measure: bool = True,
           budget_s: float = 120.0, steps: int = 3, max_memory_bytes: int | None = None,
           overrides: dict[str, Any] | None = None, two_d: bool = True,
+          latents: list[int] | None = None,
           log=lambda msg: print(msg, file=sys.stderr, flush=True)) -> list[dict[str, Any]]:
-    """Every (model, size) point: compile analysis, then a measurement where it fits."""
+    """Every (model, size) point: compile analysis, then a measurement where it fits.
+
+    ``latents`` varies the Perceiver's N: one line per value, labelled ``perceiver N=...``.
+    """
     limit = max_memory_bytes or int(0.7 * available_memory_bytes())
-    rows = []
+    variants: list[tuple[str, str, dict[str, Any]]] = []
     for model in models:
+        if model == "perceiver" and latents:
+            variants += [(f"perceiver N={n}", model, {"model.num_latents": n}) for n in latents]
+        else:
+            variants.append((model, model, {}))
+    rows = []
+    for label, model, extra in variants:
         skip_rest = None
         for side in sides:
-            config = scaling_config(model, side, overrides or {}, two_d)
+            config = scaling_config(model, side, {**(overrides or {}), **extra}, two_d)
             m_items = math.prod(config.data.index_dims)
-            row: dict[str, Any] = {"model": model, "M": m_items,
+            row: dict[str, Any] = {"model": label, "M": m_items,
                                    "index_dims": "x".join(map(str, config.data.index_dims)),
                                    "batch": batch}
             try:
@@ -195,7 +205,7 @@ def sweep(models: list[str], sides: list[int], *, batch: int = 2, do_measure: bo
                 row.update(_measure_in_subprocess(config, batch, steps, budget_s))
                 if row["status"].startswith("measure timed out"):
                     skip_rest = f"not measured: a smaller size exceeded the {budget_s:.0f}s budget"
-            log(f"{model:<12} M={m_items:>7,}  {row['flops_per_example_xla'] / 1e9:9.3f} "
+            log(f"{label:<12} M={m_items:>7,}  {row['flops_per_example_xla'] / 1e9:9.3f} "
                 f"GFLOPs/ex  mem {0 if predicted is None else predicted / 2**30:7.2f} GiB  "
                 f"{row['status']}" + (f"  {row['step_seconds']:.3f}s/step"
                                       if "step_seconds" in row else ""))
@@ -211,9 +221,9 @@ def fit_slope(ms: np.ndarray, ys: np.ndarray, min_m: int = 4096) -> float | None
     return float(np.polyfit(np.log(ms[keep]), np.log(ys[keep]), 1)[0])
 
 
-def crossover(frame, column: str) -> float | None:
+def crossover(frame, column: str, perceiver: str = "perceiver") -> float | None:
     """The input size where the Transformer's cost passes the Perceiver's (log-interpolated)."""
-    p = frame[frame.model == "perceiver"].set_index("M")[column]
+    p = frame[frame.model == perceiver].set_index("M")[column]
     t = frame[frame.model == "transformer"].set_index("M")[column]
     common = sorted(set(p.dropna().index) & set(t.dropna().index))
     prev = None

@@ -41,6 +41,10 @@ def _bytes(x: float) -> str:
     return f"{x / 2**10:.0f} KiB"
 
 
+def _perceivers(frame: pd.DataFrame) -> list[str]:
+    return sorted(m for m in frame["model"].unique() if str(m).startswith("perceiver"))
+
+
 def frame_of(rows: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     for col in ("step_seconds", "peak_rss_bytes", "predicted_memory_bytes"):
@@ -70,7 +74,7 @@ def plot(frame: pd.DataFrame, out: Path, title: str) -> list[Path]:
                            edgecolors="black", zorder=3, s=30)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        cross = crossover(data, column)
+        cross = crossover(data, column, _perceivers(data)[0]) if _perceivers(data) else None
         if cross is not None:
             ax.axvline(cross, color="grey", ls="--", lw=1)
             ax.text(cross, 0.5, f" crossover M ≈ {cross:,.0f}", transform=ax.get_xaxis_transform(),
@@ -97,7 +101,7 @@ def write(rows: list[dict[str, Any]], out: Path, command: str, machine: str) -> 
     for model, group in frame.groupby("model"):
         slopes[model] = fit_slope(group["M"].to_numpy(float),
                                   group["flops_per_example_xla"].to_numpy(float))
-    cross = crossover(frame, "flops_per_example_xla")
+    crosses = {p: crossover(frame, "flops_per_example_xla", p) for p in _perceivers(frame)}
     table = pd.DataFrame({
         "model": frame["model"], "M": frame["M"].map(lambda v: f"{v:,}"),
         "grid": frame["index_dims"], "params": frame["params"].map(_human),
@@ -115,7 +119,8 @@ def write(rows: list[dict[str, Any]], out: Path, command: str, machine: str) -> 
         "Fitted log-log slopes of train-step FLOPs per example for M ≥ 4096: "
         + ", ".join(f"{m} {s:.2f}" if s is not None else f"{m} —" for m, s in slopes.items())
         + ".",
-        f"FLOPs crossover: M ≈ {cross:,.0f}." if cross else "", "",
+        " ".join(f"FLOPs crossover of {p} with the Transformer: M ≈ {c:,.0f}."
+                 for p, c in crosses.items() if c), "",
         f"- command: `{command}`", f"- machine: {machine}",
         f"- batch {int(frame['batch'].iloc[0])}; memory is XLA's predicted peak "
         "(arguments + outputs + temporaries) and the measured process peak RSS.", "",
@@ -123,4 +128,4 @@ def write(rows: list[dict[str, Any]], out: Path, command: str, machine: str) -> 
     write_text_atomic(out / "scaling.md", "\n".join(lines))
     plot(frame, out, "Perceiver vs Transformer, train step, batch "
          f"{int(frame['batch'].iloc[0])}")
-    return {"slopes": slopes, "crossover": cross}
+    return {"slopes": slopes, "crossover": crosses}

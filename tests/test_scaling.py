@@ -46,11 +46,13 @@ def test_slope_fit_and_crossover_on_exact_power_laws():
 def test_scaling_command_records_a_size_that_does_not_fit(tmp_path):
     out = tmp_path / "scaling"
     result = subprocess.run(
-        [sys.executable, "-m", "suite", "scaling", "--sizes", "64,256", "--max-memory-gb",
+        [sys.executable, "-m", "suite", "scaling", "--sizes", "64,256", "--latents", "4,8",
+         "--max-memory-gb",
          "0.000001", "--out", str(out), *[f"{k}={v}" for k, v in TINY.items()]],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     frame = pd.read_csv(out / "scaling.csv")
-    assert len(frame) == 4 and frame["status"].str.startswith("does not fit").all()
+    assert len(frame) == 6 and frame["status"].str.startswith("does not fit").all()
+    assert set(frame["model"]) == {"perceiver N=4", "perceiver N=8", "transformer"}
     assert frame["predicted_memory_bytes"].gt(0).all()
     assert (out / "scaling.md").exists() and (out / "flops_vs_M.png").exists()
