@@ -272,7 +272,8 @@ def train_and_evaluate(
     xla_temp_bytes = int(getattr(mem, "temp_size_in_bytes", 0) or 0) if mem else 0
 
     def save(at_step: int) -> None:
-        ckpt.save(at_step, state, train_iter_state, {
+        # Called between steps, when the iterator has yielded exactly the batches used.
+        ckpt.save(at_step, state, train_iter.get_state(), {
             "step": at_step, "window": window, "wall_seconds": prior_wall + time.perf_counter()
             - wall_start, "acc": None if acc is None else
             {k: float(v) for k, v in jax.device_get(acc).items()},
@@ -317,7 +318,6 @@ def train_and_evaluate(
         if "train/loss" in row:
             last_train = {k: row[k] for k in ("train/loss", "train/accuracy")}
             break
-    train_iter_state = train_iter.get_state()
     window_start = time.perf_counter()
     with _Signals() as signals:
         while step < t.steps:
@@ -326,7 +326,6 @@ def train_and_evaluate(
             state, m = compiled(state, batch)
             step += 1
             batch = None
-            train_iter_state = train_iter.get_state()
             acc = m if acc is None else jax.tree.map(jnp.add, acc, m)
             window += 1
             log_now = step % t.log_every == 0 or step == t.steps
