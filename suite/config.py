@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -545,6 +544,3 @@ def from_dict(data: Mapping[str, Any]) -> Config:
 
 DERIVED_KEYS = frozenset({"model.cross_attend_every"})
 
-
-def to_json(config: Config) -> str:
-    return json.dumps(to_dict(config), indent=2, sort_keys=False)

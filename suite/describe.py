@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from suite import config as cfg_lib
@@ -14,7 +15,7 @@ def describe(config: Config, *, xla: bool = True) -> dict[str, Any]:
 
     out: dict[str, Any] = {
         "params": model.count_params(model.abstract_model(config)),
-        "input_items": int(_prod(config.data.index_dims)),
+        "input_items": math.prod(config.data.index_dims),
         "input_channels": flops.input_channels(config),
     }
     analytic = flops.analytic_flops(config)
@@ -36,13 +37,6 @@ def describe(config: Config, *, xla: bool = True) -> dict[str, Any]:
             )
     out["config"] = cfg_lib.to_dict(config)
     return out
-
-
-def _prod(xs: tuple[int, ...]) -> int:
-    p = 1
-    for x in xs:
-        p *= x
-    return p
 
 
 def _fmt_flops(x: float) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import shlex
 import sys
 import tomllib
@@ -341,14 +340,6 @@ def render_html(spec: ReportSpec, shown: pd.DataFrame, best: dict[str, int],
         parts += ["<h2>Spec</h2>", f"<pre>{html.escape(spec.spec_text)}</pre>"]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
-
-
-def summary_json(out: Path) -> str:
-    """The aggregated table as JSON (for scripts)."""
-    frame = load_frame(out)
-    spec = report_spec(out, frame)
-    agg = aggregate(frame, spec.knobs, [m for m in BASE_METRICS if m in frame])
-    return json.dumps(json.loads(agg.to_json(orient="records")), indent=2)
 
 
 def is_geometric(values: pd.Series) -> bool:

@@ -85,15 +85,14 @@ def _abstract_step(config: Config, batch: int):
 
 def analyse(config: Config, batch: int) -> dict[str, Any]:
     """Compile the train step on abstract shapes: FLOPs, bytes, predicted memory."""
-    from suite.flops import analytic_flops
+    from suite.flops import analytic_flops, cost_of
     from suite.model import abstract_model, count_params
 
     steps, state, batch_shapes, _ = _abstract_step(config, batch)
     start = time.perf_counter()
     compiled = steps.train_step.lower(state, batch_shapes).compile()
     compile_seconds = time.perf_counter() - start
-    cost = compiled.cost_analysis()
-    cost = (cost[0] if isinstance(cost, list | tuple) else cost) or {}
+    cost = cost_of(compiled)
     mem = compiled.memory_analysis()
     predicted = None
     if mem is not None:
@@ -101,9 +100,9 @@ def analyse(config: Config, batch: int) -> dict[str, Any]:
                      + mem.temp_size_in_bytes - mem.alias_size_in_bytes)
     return {
         "params": count_params(abstract_model(config)),
-        "flops_train_step_xla": float(cost.get("flops", float("nan"))),
-        "flops_per_example_xla": float(cost.get("flops", float("nan"))) / batch,
-        "bytes_accessed_xla": float(cost.get("bytes accessed", float("nan"))),
+        "flops_train_step_xla": cost["flops"],
+        "flops_per_example_xla": cost["flops"] / batch,
+        "bytes_accessed_xla": cost["bytes_accessed"],
         "flops_forward_analytic": analytic_flops(config)["total"],
         "predicted_memory_bytes": predicted,
         "compile_seconds": compile_seconds,

@@ -33,7 +33,7 @@ from suite.checkpoint import Checkpointer
 from suite.config import Config
 from suite.errors import CheckpointError, SuiteError
 from suite.files import append_jsonl, read_json, read_jsonl, write_json_atomic, write_text_atomic
-from suite.flops import analytic_flops
+from suite.flops import analytic_flops, cost_of
 from suite.model import build_model, count_params
 from suite.optim import optimizer as make_optimizer
 from suite.optim import schedule as make_schedule
@@ -265,9 +265,7 @@ def train_and_evaluate(
     compile_start = time.perf_counter()
     compiled = steps.train_step.lower(state, batch).compile()
     compile_seconds = time.perf_counter() - compile_start
-    cost = compiled.cost_analysis()
-    cost = (cost[0] if isinstance(cost, list | tuple) else cost) or {}
-    step_flops = float(cost.get("flops", float("nan")))
+    step_flops = cost_of(compiled)["flops"]
     mem = compiled.memory_analysis()
     xla_temp_bytes = int(getattr(mem, "temp_size_in_bytes", 0) or 0) if mem else 0
 
