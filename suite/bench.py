@@ -22,7 +22,8 @@ from suite.files import write_text_atomic
 from suite.model import build_model
 from suite.optim import optimizer as make_optimizer
 from suite.optim import schedule as make_schedule
-from suite.train import Steps, machine_description
+from suite.steps import Steps
+from suite.train import machine_description
 
 
 def pipeline_throughput(ds: data_lib.Dataset, batch_size: int, batches: int) -> float:
@@ -64,7 +65,7 @@ def _dispatch_overhead(preset: str, steps: int) -> dict[str, Any]:
     ``nnx.jit`` walks the module graph on every call; for small models that Python work
     is a large share of the step. The trainer splits once and jits a pure function.
     """
-    from suite.train import loss_fn
+    from suite.steps import loss_fn
 
     config = cfg_lib.build(preset, {})
     ds = data_lib.load(config.data)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from suite.errors import SuiteError
 
 EXIT_USER_ERROR = 2
+EXIT_BUSY = 3  # another process trains the run folder
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -69,14 +70,10 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from suite.train import Preempted, train_and_evaluate
+    from suite.train import train_and_evaluate
 
     config = _config_from(args)
-    try:
-        summary = train_and_evaluate(config, args.workdir, retry_failed=args.retry_failed)
-    except Preempted as e:
-        print(f"perceiver-suite: {e}; rerun the same command to resume", file=sys.stderr)
-        return 128 + e.signum
+    summary = train_and_evaluate(config, args.workdir, retry_failed=args.retry_failed)
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(summary["metrics"].items()))
     print(f"{summary['status']}: {metrics}" + (f" ({summary['reason']})"
                                                 if summary.get("reason") else ""))
@@ -120,13 +117,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     from suite.runner import run_grid
 
     outcome = run_grid(runs, out, spec_name=spec.name, workers=args.workers,
-                       retry_failed=args.retry_failed)
+                       retry_failed=args.retry_failed, stop_timeout=args.stop_timeout)
     from suite.files import write_text_atomic
 
     write_text_atomic(out / "spec.toml", Path(args.spec).read_text())
-    print(f"{len(outcome.completed)} completed, {len(outcome.failed)} failed"
-          + (f", {len(outcome.elsewhere)} running in another runner" if outcome.elsewhere else "")
-          + f"; results in {out / 'results.csv'}")
+    parts = [f"{len(outcome.completed)} completed", f"{len(outcome.failed)} failed"]
+    if outcome.interrupted:
+        parts.append(f"{len(outcome.interrupted)} interrupted (rerun to resume)")
+    if outcome.elsewhere:
+        parts.append(f"{len(outcome.elsewhere)} running in another runner")
+    if outcome.errors:
+        parts.append(f"{len(outcome.errors)} could not start")
+    print(", ".join(parts) + f"; results in {out / 'results.csv'}")
+    for run_id, reason in outcome.errors.items():
+        print(f"perceiver-suite: error: {run_id}: {reason}", file=sys.stderr)
     return outcome.exit_code
 
 
@@ -200,6 +204,12 @@ def cmd_scaling(args: argparse.Namespace) -> int:
     from suite.scaling_report import write
     from suite.train import machine_description
 
+    if args.replot:
+        from suite.scaling_report import replot
+
+        replot(Path(args.out))
+        print((Path(args.out) / "scaling.md").read_text())
+        return 0
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     try:
         sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else None
@@ -277,13 +287,18 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train one run in a folder (resumes if it holds a checkpoint)",
         description="Train and evaluate one config. The run folder gets config.json, "
         "metrics.jsonl, summary.json and checkpoints/; rerunning the same command resumes "
-        "from the newest good checkpoint, bit-identically. SIGTERM/SIGINT save a checkpoint "
-        "and stop.",
+        "from the newest intact checkpoint, bit-identically. SIGTERM/SIGINT save a checkpoint "
+        "and stop (exit 128+signal). The folder is locked while training: a second command "
+        "on it exits with status 3. A checkpoint of another model structure stops with "
+        "status 2 and is left where it is.",
     )
     _add_config_args(p)
     p.add_argument("--workdir", required=True, help="the run folder")
     p.add_argument("--retry-failed", action="store_true",
-                   help="train again a run whose summary says failed")
+                   help="train again a run whose summary says failed: after a divergence from "
+                   "step 0 (the failed attempt kept as checkpoints_failed_N/ and "
+                   "metrics_failed_N.jsonl, since resuming would diverge again), after a crash "
+                   "from its newest checkpoint")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -298,7 +313,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1,
                    help="runs trained at once, CPUs split between them (default 1)")
     p.add_argument("--shard", metavar="I/N", help="take shard I of N (0-based), for job arrays")
-    p.add_argument("--retry-failed", action="store_true", help="rerun runs that failed")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="train failed runs again: one that diverged starts over from step 0 "
+                   "(its attempt kept as checkpoints_failed_N/, metrics_failed_N.jsonl), since "
+                   "resuming its checkpoint on the same data diverges again; one that crashed "
+                   "resumes from its newest checkpoint")
+    p.add_argument("--stop-timeout", type=float, default=120.0, metavar="S",
+                   help="on Ctrl-C/SIGTERM, seconds to let runs checkpoint before killing them "
+                   "(default: %(default)s; a second Ctrl-C kills at once)")
     p.add_argument("--force", action="store_true", help="allow grids over the size limit")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="overrides applied to every run, e.g. train.steps=50")
@@ -349,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-memory-gb", type=float,
                    help="memory a point may use (default: 70%% of available memory)")
     p.add_argument("--out", default="results/scaling", help="default: %(default)s")
+    p.add_argument("--replot", action="store_true",
+                   help="rebuild scaling.md and the plots from OUT/scaling.csv; measure nothing")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="overrides for every model, e.g. model.num_latents=256")
     p.set_defaults(func=cmd_scaling)
@@ -366,17 +390,24 @@ _EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from suite import stop
+    from suite.lock import RunBusy
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with stop.guard():  # SIGTERM/SIGINT from process start: a clean exit, 128 + signal
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            return int(args.func(args) or 0)
+    except RunBusy as e:
+        print(f"perceiver-suite: {e}", file=sys.stderr)
+        return EXIT_BUSY
     except SuiteError as e:
         print(f"perceiver-suite: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("perceiver-suite: interrupted", file=sys.stderr)
-        return 130
+    except stop.Stopped as e:
+        print(f"perceiver-suite: {e}", file=sys.stderr)
+        return e.exit_code
 
 
 if __name__ == "__main__":

@@ -1,17 +1,26 @@
 """Run a grid: skip finished runs, resume partial ones, run N at a time, never twice.
 
-Each run trains in its own process (``suite.worker``) pinned to its share of the CPUs.
-The run folder ``OUT/runs/<id>/`` is the unit of work and of truth: its lock says who
-trains it, its summary whether it finished, its checkpoints where to resume.
+Each run trains in its own process (``suite.worker``) pinned to its share of the CPUs;
+a thread pool of N threads starts them and waits on them, one process per run. The run
+folder ``OUT/runs/<id>/`` is the unit of work and of truth: its lock says who trains it,
+its summary whether it finished, its checkpoints where to resume.
+
+Stopping: the first SIGINT/SIGTERM asks every running worker to checkpoint and exit,
+waits up to ``stop_timeout`` seconds, then kills what is left; a second one kills at
+once. A worker that dies by a signal (the OOM killer, ``kill -9``) is *interrupted*,
+not failed: it has no summary, so the next runner resumes it without flags.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +29,7 @@ from suite import fmt
 from suite.files import write_json_atomic
 from suite.results import run_status, write_results_csv
 from suite.spec import Run
-from suite.worker import EXIT_COMPLETED, EXIT_LOCKED
+from suite.worker import EXIT_COMPLETED, EXIT_ERROR, EXIT_FAILED, EXIT_LOCKED
 
 
 @dataclass
@@ -28,13 +37,17 @@ class GridOutcome:
     completed: list[str] = field(default_factory=list)  # finished now or before
     failed: list[str] = field(default_factory=list)
     elsewhere: list[str] = field(default_factory=list)  # locked by another runner
-    interrupted: int | None = None  # the signal that stopped the grid
+    interrupted: list[str] = field(default_factory=list)  # killed; the next runner resumes
+    errors: dict[str, str] = field(default_factory=dict)  # run id -> the one-line reason
+    stopped_by: int | None = None  # the signal that stopped the grid
 
     @property
     def exit_code(self) -> int:
-        if self.interrupted:
-            return 128 + self.interrupted
-        return 1 if self.failed else 0
+        if self.stopped_by:
+            return 128 + self.stopped_by
+        if self.errors:
+            return 2
+        return 1 if self.failed or self.interrupted else 0
 
 
 def cpu_shares(workers: int) -> list[set[int]]:
@@ -42,6 +55,91 @@ def cpu_shares(workers: int) -> list[set[int]]:
     cpus = sorted(os.sched_getaffinity(0))
     workers = max(1, min(workers, len(cpus)))
     return [set(cpus[i::workers]) for i in range(workers)]
+
+
+def classify(code: int) -> str:
+    """A worker's exit status -> completed | failed | error | elsewhere | stopped | interrupted."""
+    if code == EXIT_COMPLETED:
+        return "completed"
+    if code == EXIT_LOCKED:
+        return "elsewhere"
+    if code == EXIT_ERROR:
+        return "error"
+    if code > 128 and code - 128 in (signal.SIGTERM, signal.SIGINT):
+        return "stopped"  # checkpointed on request
+    if code < 0:
+        return "interrupted"  # killed by a signal: no summary, resumable
+    return "failed" if code == EXIT_FAILED else "interrupted"
+
+
+def last_error_line(log: Path) -> str:
+    try:
+        lines = log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no train.log)"
+    line = next((ln for ln in reversed(lines) if ln.startswith("error: ")), lines[-1] if lines
+                else "")
+    return line.removeprefix("error: ")
+
+
+class _Grid:
+    """The state of one grid invocation: workers, their processes, the event queue."""
+
+    def __init__(self, out: Path, spec_name: str, workers: int, retry_failed: bool,
+                 stop_timeout: float):
+        self.out, self.spec_name, self.retry_failed = out, spec_name, retry_failed
+        self.shares = cpu_shares(workers)
+        self.slots: queue.Queue[int] = queue.Queue()
+        for i in range(len(self.shares)):
+            self.slots.put(i)
+        self.events: queue.Queue[tuple] = queue.Queue()
+        self.active: dict[str, subprocess.Popen] = {}
+        self.lock = threading.Lock()
+        self.stopping: int | None = None
+        self.stop_timeout = stop_timeout
+
+    def train(self, run: Run) -> None:
+        """Pool thread: one run in its own process; reports (run, status, seconds)."""
+        slot = self.slots.get()
+        try:
+            if self.stopping:
+                self.events.put(("done", run, "not started", 0.0))
+                return
+            run_dir = self.out / "runs" / run.id
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(run_dir / "run.json", {
+                "id": run.id, "spec": self.spec_name, "varied": run.varied,
+                "config": cfg_lib.to_dict(run.config)})
+            cmd = self.command(run_dir, slot)
+            started = time.perf_counter()
+            with self.lock, open(run_dir / "train.log", "ab") as log:
+                if self.stopping:
+                    self.events.put(("done", run, "not started", 0.0))
+                    return
+                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                        start_new_session=True)  # Ctrl-C reaches the runner only
+                self.active[run.id] = proc
+            code = proc.wait()
+            with self.lock:
+                self.active.pop(run.id, None)
+            self.events.put(("done", run, classify(code), time.perf_counter() - started,
+                             code))
+        except BaseException as e:  # never leave the runner waiting for this run
+            self.events.put(("done", run, "error", 0.0, f"runner: {type(e).__name__}: {e}"))
+        finally:
+            self.slots.put(slot)
+
+    def command(self, run_dir: Path, slot: int) -> list[str]:
+        cmd = [sys.executable, "-m", "suite.worker", str(run_dir),
+               "--cpus", ",".join(map(str, sorted(self.shares[slot]))),
+               "--parent", str(os.getpid())]
+        return cmd + (["--retry-failed"] if self.retry_failed else [])
+
+    def signal_all(self, sig: int) -> None:
+        with self.lock:
+            for proc in self.active.values():
+                if proc.poll() is None:
+                    proc.send_signal(sig)
 
 
 def run_grid(
@@ -52,11 +150,12 @@ def run_grid(
     workers: int = 1,
     retry_failed: bool = False,
     progress: bool | None = None,
+    stop_timeout: float = 120.0,
 ) -> GridOutcome:
     """Train every run not yet completed; rebuild ``out/results.csv`` at the end."""
     out = Path(out).absolute()
     outcome = GridOutcome()
-    queue: list[Run] = []
+    todo: list[Run] = []
     for run in runs:
         status = run_status(out / "runs" / run.id)
         if status == "completed":
@@ -64,86 +163,25 @@ def run_grid(
         elif status == "failed" and not retry_failed:
             outcome.failed.append(run.id)
         else:
-            queue.append(run)
+            todo.append(run)
     say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     skipped = (f", {len(outcome.failed)} failed before (skipped; --retry-failed reruns them)"
                if outcome.failed else "")
     say(f"{len(runs)} runs: {len(outcome.completed)} already completed{skipped}, "
-        f"{len(queue)} to run with {workers} worker(s)")
-
-    shares = cpu_shares(workers)
-    free = list(range(len(shares)))
-    active: dict[subprocess.Popen, tuple[Run, int, float]] = {}
-    durations: list[float] = []
-    total = len(queue)
+        f"{len(todo)} to run with {workers} worker(s)")
+    grid = _Grid(out, spec_name, workers, retry_failed, stop_timeout)
     bar = None
-    if (sys.stderr.isatty() if progress is None else progress) and total:
+    if (sys.stderr.isatty() if progress is None else progress) and todo:
         from tqdm import tqdm
 
-        bar = tqdm(total=total, desc=spec_name or "grid", unit="run", dynamic_ncols=True)
-
-    stop: list[int] = []
-    old = {s: signal.signal(s, lambda signum, frame: stop.append(signum))
+        bar = tqdm(total=len(todo), desc=spec_name or "grid", unit="run", dynamic_ncols=True)
+    old = {s: signal.signal(s, lambda signum, frame: grid.events.put(("signal", signum)))
            for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def launch(run: Run, slot: int) -> None:
-        run_dir = out / "runs" / run.id
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run_dir / "run.json", {
-            "id": run.id, "spec": spec_name, "varied": run.varied,
-            "config": cfg_lib.to_dict(run.config),
-        })
-        cmd = [sys.executable, "-m", "suite.worker", str(run_dir),
-               "--cpus", ",".join(map(str, sorted(shares[slot]))),
-               "--parent", str(os.getpid())]
-        if retry_failed:
-            cmd.append("--retry-failed")
-        with open(run_dir / "train.log", "ab") as log:
-            proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                start_new_session=True,  # the terminal's Ctrl-C reaches the runner only
-            )
-        active[proc] = (run, slot, time.perf_counter())
-
     try:
-        while (queue or active) and not stop:
-            while queue and free and not stop:
-                launch(queue.pop(0), free.pop(0))
-            time.sleep(0.2)
-            for proc in [p for p in active if p.poll() is not None]:
-                run, slot, started = active.pop(proc)
-                free.append(slot)
-                code = proc.returncode
-                if code == EXIT_LOCKED:
-                    outcome.elsewhere.append(run.id)
-                    note = "in progress in another runner"
-                elif code == EXIT_COMPLETED:
-                    outcome.completed.append(run.id)
-                    durations.append(time.perf_counter() - started)
-                    note = "completed"
-                elif code > 128 and code - 128 in (signal.SIGTERM, signal.SIGINT):
-                    queue.insert(0, run)  # stopped from outside: resumable
-                    note = "stopped (will resume)"
-                else:
-                    outcome.failed.append(run.id)
-                    note = f"FAILED (see {out / 'runs' / run.id / 'train.log'})"
-                left = len(queue) + len(active)
-                eta = (sum(durations) / len(durations)) * left / len(shares) if durations else 0
-                if bar:
-                    bar.update(1)
-                    bar.set_postfix(running=len(active), failed=len(outcome.failed),
-                                    refresh=True)
-                else:
-                    say(f"[{total - left}/{total}] {run.id}: {note}; {len(active)} running, "
-                        f"{len(outcome.failed)} failed" + (f", eta {fmt.duration(eta)}" if durations
-                                                           else ""))
-        if stop:
-            outcome.interrupted = stop[0]
-            say("stopping: asking running trainings to checkpoint and exit ...")
-            for proc in active:
-                proc.send_signal(signal.SIGTERM)
-            for proc in active:
-                proc.wait()
+        with ThreadPoolExecutor(max_workers=len(grid.shares)) as pool:
+            for run in todo:
+                pool.submit(grid.train, run)
+            _collect(grid, outcome, len(todo), bar, say)
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -151,3 +189,65 @@ def run_grid(
             bar.close()
         write_results_csv(out)
     return outcome
+
+
+def _collect(grid: _Grid, outcome: GridOutcome, total: int, bar, say) -> None:
+    """Main thread: wait for workers' reports and stop requests until every run reported."""
+    pending, durations, deadline = total, [], None
+    while pending:
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            event = grid.events.get(timeout=timeout)
+        except queue.Empty:  # the stop timeout passed: kill what is still running
+            say(f"stopping: workers still running after {grid.stop_timeout:.0f}s; killing them")
+            grid.signal_all(signal.SIGKILL)
+            deadline = None
+            continue
+        if event[0] == "signal":
+            if grid.stopping is None:
+                grid.stopping = outcome.stopped_by = event[1]
+                say("stopping: asking running trainings to checkpoint and exit (again to kill "
+                    "them at once) ...")
+                grid.signal_all(signal.SIGTERM)
+                deadline = time.monotonic() + grid.stop_timeout
+            else:
+                say("stopping now: killing running trainings")
+                grid.signal_all(signal.SIGKILL)
+            continue
+        _, run, status, seconds, *detail = event
+        pending -= 1
+        run_dir = grid.out / "runs" / run.id
+        if status == "not started":
+            continue
+        note = _record(outcome, run.id, status, detail[0] if detail else None, run_dir)
+        if status == "completed":
+            durations.append(seconds)
+        left = pending
+        eta = (sum(durations) / len(durations)) * left / len(grid.shares) if durations else 0
+        if bar:
+            bar.update(1)
+            bar.set_postfix(failed=len(outcome.failed), refresh=True)
+        else:
+            say(f"[{total - left}/{total}] {run.id}: {note}" + (
+                f"; eta {fmt.duration(eta)}" if durations and left else ""))
+
+
+def _record(outcome: GridOutcome, run_id: str, status: str, code, run_dir: Path) -> str:
+    if status == "completed":
+        outcome.completed.append(run_id)
+        return "completed"
+    if status == "elsewhere":
+        outcome.elsewhere.append(run_id)
+        return "in progress in another runner"
+    if status == "error":
+        reason = code if isinstance(code, str) else last_error_line(run_dir / "train.log")
+        outcome.errors[run_id] = reason
+        return f"ERROR: {reason}"
+    if status in ("stopped", "interrupted"):
+        outcome.interrupted.append(run_id)
+        how = (f"killed by {signal.Signals(-code).name}" if isinstance(code, int) and code < 0
+               else f"exit status {code}")
+        return ("stopped; checkpointed, the next run resumes it" if status == "stopped" else
+                f"interrupted ({how}); the next run resumes it from its last checkpoint")
+    outcome.failed.append(run_id)
+    return f"FAILED (see {run_dir / 'train.log'})"

@@ -67,7 +67,7 @@ def _abstract_step(config: Config, batch: int):
 
     from suite.model import build_model
     from suite.optim import optimizer, schedule
-    from suite.train import Steps
+    from suite.steps import Steps
 
     def make():
         model = build_model(config, rngs=nnx.Rngs(0))
@@ -118,7 +118,7 @@ def measure(config: Config, batch: int, steps: int) -> dict[str, Any]:
 
     from suite.model import build_model
     from suite.optim import optimizer, schedule
-    from suite.train import Steps
+    from suite.steps import Steps
 
     model = build_model(config, rngs=nnx.Rngs(0))
     opt = nnx.Optimizer(model, optimizer(config.train), wrt=nnx.Param)

@@ -13,7 +13,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from suite.files import write_text_atomic  # noqa: E402
+from suite.errors import SuiteError  # noqa: E402
+from suite.files import read_json, write_json_atomic, write_text_atomic  # noqa: E402
 from suite.scaling import crossover, fit_slope  # noqa: E402
 
 PANELS = (
@@ -93,10 +94,31 @@ def plot(frame: pd.DataFrame, out: Path, title: str) -> list[Path]:
 
 
 def write(rows: list[dict[str, Any]], out: Path, command: str, machine: str) -> dict[str, Any]:
-    """Write scaling.csv, scaling.md and the plots; return the fitted slopes."""
+    """Write scaling.csv (+ its provenance, scaling.json), scaling.md and the plots."""
     out.mkdir(parents=True, exist_ok=True)
     frame = frame_of(rows)
     write_text_atomic(out / "scaling.csv", frame.to_csv(index=False))
+    write_json_atomic(out / "scaling.json", {"command": command, "machine": machine})
+    return render(frame, out, command, machine)
+
+
+def replot(out: Path) -> dict[str, Any]:
+    """Rebuild scaling.md and the plots from a folder's scaling.csv, measuring nothing."""
+    csv_path, meta_path = out / "scaling.csv", out / "scaling.json"
+    for path in (csv_path, meta_path):
+        if not path.exists():
+            raise SuiteError(f"{path}: not found; run `perceiver-suite scaling --out {out}` first")
+    try:
+        frame = pd.read_csv(csv_path)
+        meta = read_json(meta_path)
+        command, machine = meta["command"], meta["machine"]
+    except (ValueError, KeyError, pd.errors.ParserError) as e:
+        raise SuiteError(f"{out}: unreadable scaling.csv or scaling.json ({e})") from None
+    return render(frame_of(frame.to_dict("records")), out, command, machine)
+
+
+def render(frame: pd.DataFrame, out: Path, command: str, machine: str) -> dict[str, Any]:
+    """scaling.md and the plots from a scaling frame; the fitted slopes and crossovers."""
     slopes = {}
     for model, group in frame.groupby("model"):
         slopes[model] = fit_slope(group["M"].to_numpy(float),

@@ -1,19 +1,20 @@
-"""Training: a module-level loss, jit-compiled steps, the loop, and the run folder.
+"""Training: one run in one folder, resumable bit-identically, never losing work.
 
 A run folder holds ``config.json``, ``metrics.jsonl`` (one line per logged step),
 ``summary.json`` (written once, at the end) and ``checkpoints/``. Rerunning in the same
-folder resumes from the newest good checkpoint and gives bit-identical results to an
+folder resumes from the newest intact checkpoint and gives bit-identical results to an
 uninterrupted run: model, optimizer, RNG and data-iterator state are all restored, and
-partially accumulated metrics too.
+partially accumulated metrics too. The folder is locked while a process trains it.
+
+The loop is one compiled step plus periodic actions (log, evaluate, checkpoint) that
+run only when due; the host waits for the device only then.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import resource
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -23,30 +24,28 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
-from suite import config as cfg_lib
 from suite import data as data_lib
-from suite import fmt
+from suite import fmt, lock, stop
 from suite.checkpoint import Checkpointer
 from suite.config import Config
-from suite.errors import CheckpointError, SuiteError
-from suite.files import append_jsonl, read_json, read_jsonl, write_json_atomic, write_text_atomic
+from suite.errors import CheckpointError
 from suite.flops import analytic_flops, cost_of
 from suite.model import build_model, count_params
 from suite.optim import optimizer as make_optimizer
 from suite.optim import schedule as make_schedule
-
-METRIC_KEYS = ("loss", "accuracy", "grad_norm")
-
-
-class Preempted(Exception):
-    """SIGTERM / SIGINT arrived; a checkpoint was saved. ``signum`` says which."""
-
-    def __init__(self, signum: int, step: int):
-        super().__init__(f"stopped by signal {signum} after step {step}; checkpoint saved")
-        self.signum, self.step = signum, step
+from suite.run_folder import (
+    CHECKPOINTS,
+    MetricsLog,
+    check_config,
+    diverged,
+    read_summary,
+    set_aside_attempt,
+    write_config,
+    write_summary,
+)
+from suite.steps import METRIC_KEYS, Steps, evaluate
 
 
 def machine_description() -> str:
@@ -64,151 +63,248 @@ def machine_description() -> str:
     return f"{cpu}, {cores} cores, jax {jax.__version__} on {jax.default_backend()}"
 
 
-# --------------------------------------------------------------------------- losses
+class Every:
+    """Due every ``n`` steps (never, if 0) and at the last step."""
+
+    def __init__(self, n: int, last: int):
+        self.n, self.last = n, last
+
+    def __call__(self, step: int) -> bool:
+        return step == self.last or (self.n > 0 and step % self.n == 0)
 
 
-def loss_fn(model: nnx.Module, batch: dict[str, jax.Array], config: Config):
-    """Mean loss over the batch (softmax or sigmoid cross-entropy), and the logits."""
-    logits = model(**data_lib.model_kwargs(batch))
-    return _loss(logits, batch["label"], config), logits
+class Window:
+    """Step metrics summed on the device between two log lines, and their timing.
 
-
-def _loss(logits: jax.Array, labels: jax.Array, config: Config) -> jax.Array:
-    t = config.train
-    targets = jax.nn.one_hot(labels, logits.shape[-1])
-    if t.label_smoothing:
-        targets = optax.smooth_labels(targets, t.label_smoothing)
-    if t.loss == "sigmoid":
-        return optax.sigmoid_binary_cross_entropy(logits, targets).sum(-1).mean()
-    return optax.softmax_cross_entropy(logits, targets).mean()
-
-
-# --------------------------------------------------------------------------- steps
-
-
-class Steps:
-    """The compiled train and eval steps over ``(model, optimizer)`` state.
-
-    ``nnx.split`` once, then pure ``jax.jit`` functions of the state pytree: no NNX
-    graph walk per step. The train step donates its state. ``traces`` counts how often
-    Python traced each step (one each, for the whole run).
+    ``count`` includes steps restored from a checkpoint (so logged means are exact);
+    ``timed`` counts only steps run in this process, and the clock pauses while
+    periodic actions (evaluation, checkpoints) run, so step time is step time.
     """
 
-    def __init__(self, graphdef: nnx.GraphDef, config: Config, lr_schedule: optax.Schedule):
-        self.traces = {"train": 0, "eval": 0}
+    def __init__(self, sums: dict | None = None, count: int = 0):
+        self.sums, self.count, self.last = sums, count, None
+        self.timed, self.elapsed, self.mark = 0, 0.0, time.perf_counter()
 
-        def train_step(state, batch):
-            self.traces["train"] += 1
-            model, opt = nnx.merge(graphdef, state)
-            model.train()
-            grad_fn = nnx.value_and_grad(loss_fn, has_aux=True)
-            (loss, logits), grads = grad_fn(model, batch, config)
-            opt.update(model, grads)
-            metrics = {
-                "loss": loss,
-                "accuracy": (logits.argmax(-1) == batch["label"]).mean(),
-                "grad_norm": optax.tree.norm(grads),
-                "learning_rate": lr_schedule(opt.step[...] - 1),
-                "nonfinite": (~jnp.isfinite(loss)).astype(jnp.float32),
-            }
-            return nnx.state((model, opt)), metrics
+    def add(self, metrics: dict) -> None:
+        self.sums = metrics if self.sums is None else jax.tree.map(jnp.add, self.sums, metrics)
+        self.count, self.timed, self.last = self.count + 1, self.timed + 1, metrics
 
-        def eval_step(state, batch, weight):
-            self.traces["eval"] += 1
-            model, _ = nnx.merge(graphdef, state)
-            model.eval()
-            logits = model(**data_lib.model_kwargs(batch))
-            targets = batch["label"]
-            per_example = _per_example_loss(logits, targets, config)
-            return {
-                "loss": (per_example * weight).sum(),
-                "correct": ((logits.argmax(-1) == targets) * weight).sum(),
-                "count": weight.sum(),
-            }
+    def pause(self) -> None:
+        self.elapsed += time.perf_counter() - self.mark
 
-        self.train_step = jax.jit(train_step, donate_argnums=0)
-        self.eval_step = jax.jit(eval_step)
+    def resume(self) -> None:
+        self.mark = time.perf_counter()
+
+    def seconds_per_step(self) -> float | None:
+        return self.elapsed / self.timed if self.timed else None
+
+    def host_sums(self) -> dict[str, float] | None:
+        return None if self.sums is None else \
+            {k: float(v) for k, v in jax.device_get(self.sums).items()}
 
 
-def _per_example_loss(logits: jax.Array, labels: jax.Array, config: Config) -> jax.Array:
-    targets = jax.nn.one_hot(labels, logits.shape[-1])
-    if config.train.loss == "sigmoid":
-        return optax.sigmoid_binary_cross_entropy(logits, targets).sum(-1)
-    return optax.softmax_cross_entropy(logits, targets)
+class Diverged(Exception):
+    """The loss (or a metric) went non-finite within steps ``first_step`` .. now."""
+
+    def __init__(self, first_step: int):
+        super().__init__(first_step)
+        self.first_step = first_step
 
 
-def evaluate(steps: Steps, state, ds: data_lib.Dataset, batch_size: int) -> dict[str, float]:
-    """Loss and accuracy over the whole eval split (short last batch padded, weighted 0)."""
-    totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
-    for batch in data_lib.eval_batches(ds, batch_size):
-        n = batch["label"].shape[0]
-        weight = np.zeros(batch_size, np.float32)
-        weight[:n] = 1.0
-        if n < batch_size:
-            batch = {k: np.concatenate([v, np.repeat(v[-1:], batch_size - n, axis=0)])
-                     for k, v in batch.items()}
-        out = jax.device_get(steps.eval_step(state, batch, weight))
-        for k in totals:
-            totals[k] += float(out[k])
-    return {"eval/loss": totals["loss"] / totals["count"],
-            "eval/accuracy": totals["correct"] / totals["count"]}
+class Trainer:
+    """Train ``config`` in ``workdir``: setup, a short loop of periodic actions, a summary."""
 
+    def __init__(self, config: Config, workdir: Path, *, progress: bool,
+                 log: Callable[[str], None]):
+        self.config, self.t = config, config.train
+        self.workdir, self.name = workdir, workdir.name
+        self.progress, self.log = progress, log
+        self.metrics = MetricsLog(workdir)
+        self.wall_start = time.perf_counter()
+        self.step, self.prior_wall, self.bar = 0, 0.0, None
+        self.last_train: dict[str, float] = {}
 
-# ---------------------------------------------------------------------- the run folder
+    # ------------------------------------------------------------------ setup
 
+    def setup(self) -> None:
+        """Data, model, optimizer, restore, compile. A stop signal here leaves no trace."""
+        t, config = self.t, self.config
+        self.ds = data_lib.load(config.data)  # user mistakes surface here, before writing
+        model = build_model(config, rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))
+        write_config(self.workdir, config)
+        self.params = count_params(model)
+        opt = nnx.Optimizer(model, make_optimizer(t), wrt=nnx.Param)
+        graphdef, self.state = nnx.split((model, opt))
+        del model, opt
+        self.steps = Steps(graphdef, config, make_schedule(t))
+        self.train_iter = iter(data_lib.train_batches(self.ds, t.batch_size, seed=config.seed))
+        self.ckpt = Checkpointer(self.workdir / CHECKPOINTS, t.keep_checkpoints)
+        self.window = Window()
+        restored = self.ckpt.restore_latest(self.state)
+        if restored is not None:
+            self.step, self.state = restored.step, restored.state
+            self.train_iter.set_state(restored.data)
+            self.prior_wall = restored.meta["wall_seconds"]
+            acc = restored.meta["acc"]
+            self.window = Window(None if acc is None else
+                                 {k: jnp.asarray(np.float32(v)) for k, v in acc.items()},
+                                 restored.meta["window"])
+            self.metrics.truncate_to(self.step)
+            self.log(f"{self.name}: resuming from step {self.step}")
+        else:
+            self._start_metrics_afresh()
+        last = self.metrics.last("train/loss")
+        if last:
+            self.last_train = {k: last[k] for k in ("train/loss", "train/accuracy")}
+        self.pending = next(self.train_iter)  # compiled on its shapes, then trained on
+        self.log(f"{self.name}: compiling the train step")
+        start = time.perf_counter()
+        self.compiled = self.steps.train_step.lower(self.state, self.pending).compile()
+        self.compile_seconds = time.perf_counter() - start
+        self.step_flops = cost_of(self.compiled)["flops"]
+        mem = self.compiled.memory_analysis()
+        self.xla_temp_bytes = int(getattr(mem, "temp_size_in_bytes", 0) or 0) if mem else 0
 
-def _check_config(workdir: Path, config: Config) -> None:
-    """Refuse a folder that holds a run of another config."""
-    path = workdir / "config.json"
-    if path.exists():
-        try:
-            existing = cfg_lib.from_dict(read_json(path))
-        except (ValueError, SuiteError) as e:
-            raise CheckpointError(f"{path}: unreadable config ({e}); move the folder away") \
-                from None
-        if existing != config:
-            flat_old = cfg_lib.flatten(existing)
-            flat_new = cfg_lib.flatten(config)
-            diff = [k for k in flat_new if flat_old.get(k) != flat_new[k]]
-            k = diff[0] if diff else "?"
-            raise CheckpointError(
-                f"{workdir} holds a run with another config ({k}={flat_old.get(k)!r} there, "
-                f"{flat_new.get(k)!r} here); use another --workdir"
-            )
+    def _start_metrics_afresh(self) -> None:
+        """No checkpoint to resume: old metric lines are kept aside if checkpoints were."""
+        if not self.metrics.rows():
+            return
+        if self.ckpt.moved_aside:  # every checkpoint was corrupt: keep the lines as evidence
+            k = 1
+            while (self.workdir / f"metrics_corrupt_{k}.jsonl").exists():
+                k += 1
+            kept = self.metrics.set_aside(f"metrics_corrupt_{k}.jsonl")
+            self.log(f"{self.name}: no intact checkpoint; starting from step 0, earlier metric "
+                     f"lines kept in {kept}")
+        else:  # killed before its first checkpoint: those steps are recomputed identically
+            self.metrics.truncate_to(0)
 
+    # ------------------------------------------------------------------- loop
 
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop metric lines past the restored step, so a resume never duplicates lines."""
-    rows = [r for r in read_jsonl(path) if r.get("step", 0) <= last_step]
-    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+    def loop(self) -> dict[str, Any]:
+        t = self.t
+        actions = [(Every(t.log_every, t.steps), self._log),
+                   (Every(t.eval_every, t.steps), self._evaluate),
+                   (Every(t.checkpoint_every, t.steps), self._checkpoint)]
+        self.log(f"{self.name}: training from step {self.step} to {t.steps}")
+        self._open_bar()
+        self.window.resume()
+        with stop.deferred():
+            while self.step < t.steps:
+                batch = next(self.train_iter) if self.pending is None else self.pending
+                self.pending = None
+                self.state, metrics = self.compiled(self.state, batch)
+                self.step += 1
+                self.window.add(metrics)
+                if self.bar:
+                    self.bar.update(1)
+                due = [act for every, act in actions if every(self.step)]
+                signum = stop.requested()
+                if not due and signum is None:
+                    continue
+                self.sums = self.window.host_sums()  # waits for the device
+                self.window.pause()
+                if not all(math.isfinite(v) for v in self.sums.values()) or self.sums["nonfinite"]:
+                    raise Diverged(self.step - self.window.count + 1)
+                for act in due:
+                    act()
+                if signum is not None:
+                    if self._checkpoint not in due:
+                        self._checkpoint()
+                    raise stop.Stopped(signum, self.step, saved=True)
+                self.window.resume()
+        final_eval = self.metrics.last("eval/accuracy") or {}
+        final = {**self.last_train,
+                 **{k: final_eval[k] for k in ("eval/loss", "eval/accuracy") if k in final_eval}}
+        return self.finish("completed", final)
 
+    def _log(self) -> None:
+        n, sums, seconds = self.window.count, self.sums, self.window.seconds_per_step()
+        means = {f"train/{k}": sums[k] / n for k in METRIC_KEYS}
+        row = {"step": self.step, **means,
+               "learning_rate": float(self.window.last["learning_rate"])}
+        if seconds:  # a window of restored steps only has no timing of its own
+            row.update(step_seconds=seconds, examples_per_s=self.t.batch_size / seconds)
+        self.metrics.append(row)
+        self.last_train = {k: means[k] for k in ("train/loss", "train/accuracy")}
+        self.window = Window()
+        self.sums = None
+        ex_s = f"{row['examples_per_s']:.0f}" if seconds else "-"
+        if self.bar:
+            self.bar.set_postfix(loss=f"{means['train/loss']:.3f}",
+                                 acc=f"{means['train/accuracy']:.3f}", ex_s=ex_s, refresh=False)
+        else:
+            eta = fmt.duration((self.t.steps - self.step) * seconds) if seconds else "-"
+            self.log(f"{self.name}: step {self.step}/{self.t.steps} loss "
+                     f"{means['train/loss']:.4f} acc {means['train/accuracy']:.3f} lr "
+                     f"{row['learning_rate']:.2e} {ex_s} ex/s eta {eta}")
 
-class _Signals:
-    """Turns SIGTERM / SIGINT into a flag the loop checks between steps."""
+    def _evaluate(self) -> None:
+        ev = evaluate(self.steps, self.state, self.ds, self.t.eval_batch_size)
+        self.metrics.append({"step": self.step, **ev})
+        if not self.bar:
+            self.log(f"{self.name}: step {self.step} eval loss {ev['eval/loss']:.4f} "
+                     f"acc {ev['eval/accuracy']:.4f}")
 
-    def __init__(self):
-        self.received: int | None = None
-        self._old: dict[int, Any] = {}
+    def _checkpoint(self) -> None:
+        # Between steps, when the iterator has yielded exactly the batches used.
+        sums = self.sums if self.window.count else None
+        self.ckpt.save(self.step, self.state, self.train_iter.get_state(), {
+            "step": self.step, "window": self.window.count, "acc": sums,
+            "wall_seconds": self.prior_wall + time.perf_counter() - self.wall_start,
+        })
 
-    def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
+    def _open_bar(self) -> None:
+        if self.progress:
+            from tqdm import tqdm
 
-    def _handle(self, signum, frame):
-        if self.received is not None:  # a second signal: stop now
-            raise KeyboardInterrupt
-        self.received = signum
+            self.bar = tqdm(total=self.t.steps, initial=self.step, desc=self.name[:30],
+                            unit="step", dynamic_ncols=True, leave=True)
 
-    def __exit__(self, *exc):
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
+    def close(self) -> None:
+        if self.bar:
+            self.bar.close()
+            self.bar = None
+        if getattr(self, "ckpt", None) is not None:
+            self.ckpt.close()
 
+    # ---------------------------------------------------------------- summary
 
-# ------------------------------------------------------------------------ the loop
+    def finish(self, status: str, final: dict[str, float], reason: str | None = None,
+               failure: str | None = None) -> dict[str, Any]:
+        t = self.t
+        timed = [r["step_seconds"] for r in self.metrics.rows() if r.get("step_seconds")]
+        step_seconds = float(np.median(timed)) if timed else None
+        summary = {
+            "status": status,
+            **({"reason": reason} if reason else {}),
+            **({"failure": failure} if failure else {}),
+            "step": self.step,
+            "metrics": final,
+            "params": self.params,
+            "flops_per_step_xla": self.step_flops,
+            "flops_per_example_xla": self.step_flops / t.batch_size,
+            "achieved_flops_per_s": self.step_flops / step_seconds if step_seconds else None,
+            "step_seconds": step_seconds,
+            "examples_per_s": t.batch_size / step_seconds if step_seconds else None,
+            "compile_seconds": self.compile_seconds,
+            "xla_temp_bytes": self.xla_temp_bytes,
+            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "wall_seconds": self.prior_wall + time.perf_counter() - self.wall_start,
+            "device": jax.devices()[0].device_kind,
+            "machine": machine_description(),
+            "flops_forward_analytic": analytic_flops(self.config)["total"],
+        }
+        write_summary(self.workdir, summary)
+        return summary
+
+    def diverged(self, first_step: int) -> dict[str, Any]:
+        good = self.ckpt.steps()
+        return self.finish(
+            "failed", self.last_train,
+            reason=f"non-finite loss within steps {first_step}..{self.step}; the last good "
+                   f"checkpoint is step {good[-1] if good else 'none'}",
+            failure="diverged")
 
 
 def train_and_evaluate(
@@ -221,181 +317,59 @@ def train_and_evaluate(
 ) -> dict[str, Any]:
     """Train ``config`` in ``workdir`` (resuming if it holds a checkpoint); the summary.
 
-    A completed run is returned as is; a failed one too unless ``retry_failed``.
+    A completed run is returned as is; a failed one too unless ``retry_failed``: a run
+    that diverged then starts again from step 0 (its attempt renamed ``*_failed_K``,
+    since resuming its checkpoint with the same data diverges again); any other failed
+    run resumes from its newest checkpoint. Raises :class:`lock.RunBusy` if another
+    process trains the folder, :class:`stop.Stopped` on SIGTERM/SIGINT.
     """
     workdir = Path(workdir).absolute()
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    summary_path = workdir / "summary.json"
-    _check_config(workdir, config)
-    if summary_path.exists():
-        summary = read_json(summary_path)
-        if summary.get("status") == "completed" or not retry_failed:
-            log(f"{workdir.name}: already {summary.get('status')}; not training again")
-            return summary
-        summary_path.unlink()
+    with stop.guard(), lock.holding(workdir):
+        stop.reset()
+        check_config(workdir, config)
+        summary = read_summary(workdir)
+        if summary is not None:
+            if summary.get("status") == "completed" or not retry_failed:
+                log(f"{workdir.name}: already {summary.get('status')}; not training again")
+                return summary
+            _prepare_retry(workdir, summary, log)
+        trainer = Trainer(config, workdir, log=log,
+                          progress=sys.stderr.isatty() if progress is None else progress)
+        try:
+            trainer.setup()
+            return trainer.loop()
+        except Diverged as e:
+            return trainer.diverged(e.first_step)
+        finally:
+            trainer.close()
 
-    t = config.train
-    wall_start = time.perf_counter()
-    ds = data_lib.load(config.data)  # user mistakes surface here, before anything is written
-    model = build_model(config, rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))
-    workdir.mkdir(parents=True, exist_ok=True)
-    if not (workdir / "config.json").exists():
-        write_json_atomic(workdir / "config.json", cfg_lib.to_dict(config))
-    params = count_params(model)
-    opt = nnx.Optimizer(model, make_optimizer(t), wrt=nnx.Param)
-    graphdef, state = nnx.split((model, opt))
-    del model, opt
-    steps = Steps(graphdef, config, make_schedule(t))
-    train_iter = iter(data_lib.train_batches(ds, t.batch_size, seed=config.seed))
 
-    ckpt = Checkpointer(workdir / "checkpoints", t.keep_checkpoints)
-    metrics_path = workdir / "metrics.jsonl"
-    step, acc, window, prior_wall = 0, None, 0, 0.0
-    restored = ckpt.restore_latest(state)
-    if restored is not None:
-        step, state, data_state, meta = restored
-        train_iter.set_state(data_state)
-        window, prior_wall = meta["window"], meta["wall_seconds"]
-        if meta["acc"] is not None:
-            acc = {k: jnp.asarray(np.float32(v)) for k, v in meta["acc"].items()}
-        log(f"{workdir.name}: resuming from step {step}")
-    _truncate_metrics(metrics_path, step)
-
-    batch = next(train_iter)
-    compile_start = time.perf_counter()
-    compiled = steps.train_step.lower(state, batch).compile()
-    compile_seconds = time.perf_counter() - compile_start
-    step_flops = cost_of(compiled)["flops"]
-    mem = compiled.memory_analysis()
-    xla_temp_bytes = int(getattr(mem, "temp_size_in_bytes", 0) or 0) if mem else 0
-
-    def save(at_step: int) -> None:
-        # Called between steps, when the iterator has yielded exactly the batches used.
-        ckpt.save(at_step, state, train_iter.get_state(), {
-            "step": at_step, "window": window, "wall_seconds": prior_wall + time.perf_counter()
-            - wall_start, "acc": None if acc is None else
-            {k: float(v) for k, v in jax.device_get(acc).items()},
-        })
-
-    def finish(status: str, reason: str | None, final: dict[str, float]) -> dict[str, Any]:
-        timed = [r for r in read_jsonl(metrics_path) if "step_seconds" in r]
-        step_seconds = float(np.median([r["step_seconds"] for r in timed])) if timed else None
-        summary = {
-            "status": status,
-            **({"reason": reason} if reason else {}),
-            "step": step,
-            "metrics": final,
-            "params": params,
-            "flops_per_step_xla": step_flops,
-            "flops_per_example_xla": step_flops / t.batch_size,
-            "achieved_flops_per_s": step_flops / step_seconds if step_seconds else None,
-            "step_seconds": step_seconds,
-            "examples_per_s": t.batch_size / step_seconds if step_seconds else None,
-            "compile_seconds": compile_seconds,
-            "xla_temp_bytes": xla_temp_bytes,
-            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "wall_seconds": prior_wall + time.perf_counter() - wall_start,
-            "device": jax.devices()[0].device_kind,
-            "machine": machine_description(),
-            "flops_forward_analytic": analytic_flops(config)["total"],
-        }
-        write_json_atomic(summary_path, summary)
-        ckpt.close()
-        return summary
-
-    log(f"{workdir.name}: training from step {step} to {t.steps}")
-    bar = None
-    use_bar = sys.stderr.isatty() if progress is None else progress
-    if use_bar:
-        from tqdm import tqdm
-
-        bar = tqdm(total=t.steps, initial=step, desc=workdir.name[:30], unit="step",
-                   dynamic_ncols=True, leave=True)
-    last_train: dict[str, float] = {}
-    for row in reversed(read_jsonl(metrics_path)):
-        if "train/loss" in row:
-            last_train = {k: row[k] for k in ("train/loss", "train/accuracy")}
-            break
-    window_start = time.perf_counter()
-    with _Signals() as signals:
-        while step < t.steps:
-            if batch is None:
-                batch = next(train_iter)
-            state, m = compiled(state, batch)
-            step += 1
-            batch = None
-            acc = m if acc is None else jax.tree.map(jnp.add, acc, m)
-            window += 1
-            log_now = step % t.log_every == 0 or step == t.steps
-            ckpt_now = step % t.checkpoint_every == 0 or step == t.steps
-            eval_now = (t.eval_every and step % t.eval_every == 0) or step == t.steps
-            stop_now = signals.received is not None
-            if not (log_now or ckpt_now or eval_now or stop_now):
-                continue
-            sums = jax.device_get(acc)
-            if sums["nonfinite"] > 0 or not all(math.isfinite(float(sums[k])) for k in sums):
-                if bar:
-                    bar.close()
-                good = ckpt.steps()
-                return finish(
-                    "failed",
-                    f"non-finite loss within steps {step - window + 1}..{step}; the last good "
-                    f"checkpoint is step {good[-1] if good else 'none'}",
-                    last_train,
-                )
-            if log_now:
-                now = time.perf_counter()
-                step_seconds = (now - window_start) / window
-                means = {f"train/{k}": float(sums[k]) / window for k in METRIC_KEYS}
-                row = {"step": step, **means,
-                       "learning_rate": float(m["learning_rate"]),
-                       "step_seconds": step_seconds,
-                       "examples_per_s": t.batch_size / step_seconds}
-                append_jsonl(metrics_path, row)
-                last_train = {k: means[k] for k in ("train/loss", "train/accuracy")}
-                acc, window, window_start = None, 0, now
-                eta = fmt.duration((t.steps - step) * step_seconds)
-                if bar:
-                    bar.set_postfix(loss=f"{means['train/loss']:.3f}",
-                                    acc=f"{means['train/accuracy']:.3f}",
-                                    ex_s=f"{row['examples_per_s']:.0f}", refresh=False)
-                else:
-                    log(f"{workdir.name}: step {step}/{t.steps} loss {means['train/loss']:.4f} "
-                        f"acc {means['train/accuracy']:.3f} lr {row['learning_rate']:.2e} "
-                        f"{row['examples_per_s']:.0f} ex/s eta {eta}")
-            if eval_now:
-                ev = evaluate(steps, state, ds, t.eval_batch_size)
-                append_jsonl(metrics_path, {"step": step, **ev})
-                if not bar:
-                    log(f"{workdir.name}: step {step} eval loss {ev['eval/loss']:.4f} "
-                        f"acc {ev['eval/accuracy']:.4f}")
-            if ckpt_now or stop_now:
-                save(step)
-            if bar:
-                bar.update(step - bar.n)
-            if stop_now:
-                if bar:
-                    bar.close()
-                ckpt.close()
-                raise Preempted(signals.received, step)
-    if bar:
-        bar.close()
-    final_eval = [r for r in read_jsonl(metrics_path) if "eval/accuracy" in r]
-    final = {**last_train, **{k: final_eval[-1][k] for k in ("eval/loss", "eval/accuracy")}}
-    return finish("completed", None, final)
+def _prepare_retry(workdir: Path, summary: dict[str, Any], log: Callable[[str], None]) -> None:
+    if diverged(summary):
+        k, moved = set_aside_attempt(workdir)
+        log(f"{workdir.name}: it diverged before; starting again from step 0 (the failed "
+            f"attempt is kept as {', '.join(moved)})")
+    else:
+        k = 1
+        while (workdir / f"summary_failed_{k}.json").exists():
+            k += 1
+        os.replace(workdir / "summary.json", workdir / f"summary_failed_{k}.json")
+        log(f"{workdir.name}: it failed before ({summary.get('reason', '?')}); retrying "
+            f"from its newest checkpoint")
 
 
 def load_state(config: Config, workdir: str | Path) -> tuple[nnx.Module, int]:
-    """The model from a run folder's newest good checkpoint, and its step."""
+    """The model from a run folder's newest intact checkpoint, and its step."""
     model = build_model(config, rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))
     opt = nnx.Optimizer(model, make_optimizer(config.train), wrt=nnx.Param)
     graphdef, state = nnx.split((model, opt))
-    ckpt = Checkpointer(Path(workdir) / "checkpoints", config.train.keep_checkpoints)
+    ckpt = Checkpointer(Path(workdir) / CHECKPOINTS, config.train.keep_checkpoints)
     try:
         restored = ckpt.restore_latest(state)
     finally:
         ckpt.close()
     if restored is None:
         raise CheckpointError(f"{workdir}: no readable checkpoint")
-    model, _ = nnx.merge(graphdef, restored[1])
-    return model, restored[0]
+    model, _ = nnx.merge(graphdef, restored.state)
+    return model, restored.step

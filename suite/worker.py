@@ -1,37 +1,28 @@
 """One grid run in its own process: lock the run folder, train, record the outcome.
 
 Started by the runner as ``python -m suite.worker RUN_DIR [--retry-failed]``, with its
-output going to ``RUN_DIR/train.log``. A
-separate process per run keeps a crash (or the OOM killer) from taking the grid down.
-The lock is a POSIX record lock (``fcntl.lockf``) on ``RUN_DIR/.lock``: the kernel (or
-the NFS lock manager on a shared file system) releases it when the process dies, so a
-killed runner never leaves a stale lock, and two runners never train the same run.
+output going to ``RUN_DIR/train.log``. A separate process per run keeps a crash (or the
+OOM killer) from taking the grid down. The exit status tells the runner what happened:
+
+- 0 completed; 1 failed (``summary.json`` says why: divergence, a data error, a crash);
+- 2 an error that leaves the run folder untouched (a checkpoint of another structure,
+  a lock the file system cannot take): the last line of ``train.log`` says what;
+- 3 another process trains this run;
+- 128 + N stopped by signal N (checkpointed; resumable).
 """
 
 from __future__ import annotations
 
 import argparse
-import fcntl
 import os
 import signal
 import sys
 import traceback
 from pathlib import Path
 
-EXIT_COMPLETED, EXIT_FAILED, EXIT_LOCKED = 0, 1, 3
+from suite import lock, stop
 
-
-def lock(run_dir: Path):
-    """Hold the run's lock for the life of this process, or return None if taken."""
-    fd = os.open(run_dir / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.uname().nodename} {os.getpid()}\n".encode())
-    return fd
+EXIT_COMPLETED, EXIT_FAILED, EXIT_ERROR, EXIT_LOCKED = 0, 1, 2, 3
 
 
 def die_with_parent(parent: int) -> None:
@@ -47,40 +38,54 @@ def die_with_parent(parent: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    stop.install()  # from process start: a stop while JAX imports is a clean exit too
     parser = argparse.ArgumentParser(prog="python -m suite.worker")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--retry-failed", action="store_true")
     parser.add_argument("--cpus", help="CPU ids to run on, e.g. 0,1 (before JAX starts)")
     parser.add_argument("--parent", type=int, help="the runner's pid (stop when it dies)")
     args = parser.parse_args(argv)
+    try:
+        return _train(args)
+    except stop.Stopped as e:
+        print(f"perceiver-suite: {e}", flush=True)
+        return e.exit_code
+
+
+def _train(args: argparse.Namespace) -> int:
     if args.cpus and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})  # sizes XLA's pool
     if args.parent:
         die_with_parent(args.parent)
     run_dir = args.run_dir.absolute()
-    fd = lock(run_dir)
-    if fd is None:
+    try:
+        lock.acquire(run_dir)  # before importing JAX: a busy run is skipped in milliseconds
+    except lock.RunBusy:
         return EXIT_LOCKED
+    except lock.LockError as e:
+        print(f"error: {e}", flush=True)
+        return EXIT_ERROR
 
     from suite import config as cfg_lib
-    from suite.errors import SuiteError
+    from suite.errors import CheckpointError, SuiteError
     from suite.files import read_json, write_json_atomic
-    from suite.train import Preempted, train_and_evaluate
+    from suite.train import train_and_evaluate
 
     try:
         config = cfg_lib.from_dict(read_json(run_dir / "run.json")["config"])
         summary = train_and_evaluate(config, run_dir, retry_failed=args.retry_failed,
                                      progress=False)
         return EXIT_COMPLETED if summary["status"] == "completed" else EXIT_FAILED
-    except Preempted as e:
-        print(e)
-        return 128 + e.signum
-    except (SuiteError, Exception) as e:  # record the failure; the grid goes on
+    except CheckpointError as e:  # the folder's files are left exactly as they were
+        print(f"error: {e}", flush=True)
+        return EXIT_ERROR
+    except Exception as e:  # record the failure; the grid goes on
         traceback.print_exc()
         kind = "error" if isinstance(e, SuiteError) else f"crash ({type(e).__name__})"
+        first = str(e).splitlines()[0] if str(e) else ""
         write_json_atomic(run_dir / "summary.json", {
-            "status": "failed", "reason": f"{kind}: {str(e).splitlines()[0] if str(e) else ''}"
-                                          f" (see train.log)", "metrics": {},
+            "status": "failed", "failure": "error" if isinstance(e, SuiteError) else "crash",
+            "reason": f"{kind}: {first} (see train.log)", "metrics": {},
         })
         return EXIT_FAILED
 

@@ -164,6 +164,9 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caps
         if f.is_file():
             f.write_bytes(b"garbage")
     summary = train_and_evaluate(config, run, **quiet)
-    assert "checkpoint at step 60 is unreadable" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "checkpoint at step 60 is corrupt" in err
+    assert (run / "checkpoints_corrupt" / "60").is_dir()  # only that step is moved
+    assert (run / "checkpoints" / "40").is_dir()
     assert summary["status"] == "completed"
     assert summary["metrics"] == reference["metrics"]

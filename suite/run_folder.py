@@ -1,0 +1,119 @@
+"""The run folder's files: config.json, metrics.jsonl, summary.json, attempts set aside.
+
+A run folder is the unit of truth. These helpers never delete what a run produced:
+metric lines are dropped only past a step that was restored (they are recomputed
+bit-identically), and a failed attempt that is retried from scratch is renamed, not
+removed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from suite import config as cfg_lib
+from suite.config import Config
+from suite.errors import CheckpointError, SuiteError
+from suite.files import append_jsonl, read_json, read_jsonl, write_json_atomic, write_text_atomic
+
+CONFIG, METRICS, SUMMARY = "config.json", "metrics.jsonl", "summary.json"
+CHECKPOINTS = "checkpoints"
+
+
+def check_config(workdir: Path, config: Config) -> None:
+    """Refuse a folder that holds a run of another config."""
+    path = workdir / CONFIG
+    if not path.exists():
+        return
+    try:
+        existing = cfg_lib.from_dict(read_json(path))
+    except (ValueError, SuiteError) as e:
+        raise CheckpointError(f"{path}: unreadable config ({e}); move the folder away") from None
+    if existing != config:
+        flat_old, flat_new = cfg_lib.flatten(existing), cfg_lib.flatten(config)
+        diff = [k for k in flat_new if flat_old.get(k) != flat_new[k]]
+        k = diff[0] if diff else "?"
+        raise CheckpointError(
+            f"{workdir} holds a run with another config ({k}={flat_old.get(k)!r} there, "
+            f"{flat_new.get(k)!r} here); use another --workdir"
+        )
+
+
+def write_config(workdir: Path, config: Config) -> None:
+    if not (workdir / CONFIG).exists():
+        write_json_atomic(workdir / CONFIG, cfg_lib.to_dict(config))
+
+
+def read_summary(workdir: Path) -> dict[str, Any] | None:
+    path = workdir / SUMMARY
+    if not path.exists():
+        return None
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return {"status": "failed", "reason": f"{path} is unreadable"}
+
+
+def write_summary(workdir: Path, summary: dict[str, Any]) -> None:
+    write_json_atomic(workdir / SUMMARY, summary)
+
+
+def diverged(summary: dict[str, Any]) -> bool:
+    """Did this failed run fail by a non-finite loss (not a crash or a data error)?"""
+    return summary.get("failure") == "diverged" or str(summary.get("reason", "")).startswith(
+        "non-finite loss")
+
+
+def set_aside_attempt(workdir: Path) -> tuple[int, list[str]]:
+    """Rename a failed attempt's files with suffix ``_failed_K`` (next free K).
+
+    ``checkpoints/`` -> ``checkpoints_failed_K/``, ``metrics.jsonl`` ->
+    ``metrics_failed_K.jsonl``, ``summary.json`` -> ``summary_failed_K.json``.
+    """
+    k = 1
+    while any((workdir / _aside(name, k)).exists() for name in (CHECKPOINTS, METRICS, SUMMARY)):
+        k += 1
+    moved = []
+    for name in (CHECKPOINTS, METRICS, SUMMARY):
+        if (workdir / name).exists():
+            shutil.move(str(workdir / name), workdir / _aside(name, k))
+            moved.append(_aside(name, k))
+    return k, moved
+
+
+def _aside(name: str, k: int) -> str:
+    stem, dot, ext = name.partition(".")
+    return f"{stem}_failed_{k}{dot}{ext}"
+
+
+class MetricsLog:
+    """``metrics.jsonl``: one JSON line per logged step (train rows and eval rows)."""
+
+    def __init__(self, workdir: Path):
+        self.path = workdir / METRICS
+
+    def rows(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.path)
+
+    def append(self, row: dict[str, Any]) -> None:
+        append_jsonl(self.path, row)
+
+    def truncate_to(self, step: int) -> None:
+        """Drop lines past ``step`` (a restored step: they are recomputed identically)."""
+        rows = self.rows()
+        keep = [r for r in rows if r.get("step", 0) <= step]
+        if len(keep) != len(rows):
+            write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in keep))
+
+    def set_aside(self, name: str) -> Path | None:
+        """Rename the file to ``name`` beside it (kept, never deleted)."""
+        if not self.path.exists():
+            return None
+        target = self.path.with_name(name)
+        shutil.move(str(self.path), target)
+        return target
+
+    def last(self, key: str) -> dict[str, Any] | None:
+        return next((r for r in reversed(self.rows()) if key in r), None)

@@ -1,0 +1,94 @@
+"""The loss and the jit-compiled train and eval steps: pure functions of the state.
+
+``nnx.split`` once, then ``jax.jit`` functions of the ``(model, optimizer)`` state
+pytree: no NNX graph walk per step. The train step donates its state and returns a
+dict of scalars; nothing in it touches the host.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from suite import data as data_lib
+from suite.config import Config
+
+METRIC_KEYS = ("loss", "accuracy", "grad_norm")
+
+
+def loss_fn(model: nnx.Module, batch: dict[str, jax.Array], config: Config):
+    """Mean loss over the batch (softmax or sigmoid cross-entropy), and the logits."""
+    logits = model(**data_lib.model_kwargs(batch))
+    targets = jax.nn.one_hot(batch["label"], logits.shape[-1])
+    if config.train.label_smoothing:
+        targets = optax.smooth_labels(targets, config.train.label_smoothing)
+    return _loss(logits, targets, config).mean(), logits
+
+
+def _loss(logits: jax.Array, targets: jax.Array, config: Config) -> jax.Array:
+    """Per-example loss against (possibly smoothed) one-hot targets."""
+    if config.train.loss == "sigmoid":
+        return optax.sigmoid_binary_cross_entropy(logits, targets).sum(-1)
+    return optax.softmax_cross_entropy(logits, targets)
+
+
+class Steps:
+    """The compiled train and eval steps over ``(model, optimizer)`` state.
+
+    ``traces`` counts how often Python traced each step (one each, for a whole run).
+    """
+
+    def __init__(self, graphdef: nnx.GraphDef, config: Config, lr_schedule: optax.Schedule):
+        self.traces = {"train": 0, "eval": 0}
+
+        def train_step(state, batch):
+            self.traces["train"] += 1
+            model, opt = nnx.merge(graphdef, state)
+            model.train()
+            grad_fn = nnx.value_and_grad(loss_fn, has_aux=True)
+            (loss, logits), grads = grad_fn(model, batch, config)
+            opt.update(model, grads)
+            metrics = {
+                "loss": loss,
+                "accuracy": (logits.argmax(-1) == batch["label"]).mean(),
+                "grad_norm": optax.tree.norm(grads),
+                "learning_rate": lr_schedule(opt.step[...] - 1),
+                "nonfinite": (~jnp.isfinite(loss)).astype(jnp.float32),
+            }
+            return nnx.state((model, opt)), metrics
+
+        def eval_step(state, batch, weight):
+            self.traces["eval"] += 1
+            model, _ = nnx.merge(graphdef, state)
+            model.eval()
+            logits = model(**data_lib.model_kwargs(batch))
+            labels = batch["label"]
+            per_example = _loss(logits, jax.nn.one_hot(labels, logits.shape[-1]), config)
+            return {
+                "loss": (per_example * weight).sum(),
+                "correct": ((logits.argmax(-1) == labels) * weight).sum(),
+                "count": weight.sum(),
+            }
+
+        self.train_step = jax.jit(train_step, donate_argnums=0)
+        self.eval_step = jax.jit(eval_step)
+
+
+def evaluate(steps: Steps, state, ds: data_lib.Dataset, batch_size: int) -> dict[str, float]:
+    """Loss and accuracy over the whole eval split (short last batch padded, weighted 0)."""
+    totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
+    for batch in data_lib.eval_batches(ds, batch_size):
+        n = batch["label"].shape[0]
+        weight = np.zeros(batch_size, np.float32)
+        weight[:n] = 1.0
+        if n < batch_size:
+            batch = {k: np.concatenate([v, np.repeat(v[-1:], batch_size - n, axis=0)])
+                     for k, v in batch.items()}
+        out = jax.device_get(steps.eval_step(state, batch, weight))
+        for k in totals:
+            totals[k] += float(out[k])
+    return {"eval/loss": totals["loss"] / totals["count"],
+            "eval/accuracy": totals["correct"] / totals["count"]}
