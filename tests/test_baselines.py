@@ -8,8 +8,8 @@ from flax import nnx
 
 from suite import config as C
 from suite.errors import ConfigError
-from suite.model import build_model
-from suite.train import train_and_evaluate
+from suite.models.registry import build_model
+from suite.training.trainer import train_and_evaluate
 
 TINY = {"model.hidden_dim": 16, "model.num_layers": 1, "model.self_heads": 2,
         "model.patch_size": 2}

@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from suite import config as C
+from suite.analysis.describe import describe
 from suite.cli import main
-from suite.describe import describe
 
 
 def run_cli(*args):
@@ -58,3 +58,32 @@ def test_bad_overrides_exit_2_with_one_line_and_no_traceback(override, needle):
 def test_help_lists_the_commands():
     result = run_cli("--help")
     assert result.returncode == 0 and "describe" in result.stdout
+
+
+@pytest.mark.parametrize("argv", [
+    ["describe", "--no-xla", "model.num_latents=16", "--json"],
+    ["describe", "--json", "--no-xla", "model.num_latents=16"],
+    ["describe", "model.num_latents=16", "--json", "--no-xla", "seed=3"],
+])
+def test_overrides_may_come_before_or_after_options(argv, capsys):
+    assert main(argv) == 0
+    config = json.loads(capsys.readouterr().out)["config"]
+    assert config["model"]["num_latents"] == 16
+
+
+def test_data_and_run_take_overrides_after_options(tmp_path, capsys):
+    assert main(["data", "digits", "--json", "data.train_limit=100"]) == 0
+    assert json.loads(capsys.readouterr().out)["train_examples"] == 100
+    spec = tmp_path / "s.toml"
+    spec.write_text('preset = "digits"\n[grid]\n"model.num_latents" = [8]\n')
+    assert main(["run", str(spec), "--dry-run", "--out", str(tmp_path / "o"),
+                 "train.steps=7"]) == 0
+    assert "1 runs" in capsys.readouterr().out
+
+
+def test_a_stray_argument_is_still_an_error(capsys):
+    assert main(["describe", "--no-xla", "oops"]) == 2
+    assert "override 'oops' is not of the form key=value" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["describe", "model.num_latents=16", "--no-xla", "oops"])
+    assert exit_.value.code == 2 and "unrecognized arguments: oops" in capsys.readouterr().err

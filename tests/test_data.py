@@ -15,9 +15,9 @@ from flax import nnx
 
 from suite import config as C
 from suite.data import eval_batches, load, model_kwargs, train_batches
-from suite.data.sources import read_idx
+from suite.data.formats import read_idx
 from suite.errors import DataError
-from suite.model import build_model
+from suite.models.registry import build_model
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from suite.encodings import fourier_features, fourier_width, grid_positions
+from suite.models.encodings import fourier_features, fourier_width, grid_positions
 
 
 def test_grid_positions_span_minus_one_to_one_with_endpoints_row_major():

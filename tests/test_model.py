@@ -9,8 +9,9 @@ import pytest
 from flax import nnx
 
 from suite import config as C
-from suite.flops import analytic_flops
-from suite.model import Perceiver, abstract_model, build_model, count_params, layer_schedule
+from suite.models.flops import analytic_flops
+from suite.models.perceiver import Perceiver, layer_schedule
+from suite.models.registry import abstract_model, build_model, count_params
 
 
 def imagenet(**overrides):
@@ -145,7 +146,7 @@ def test_explicit_positions_equal_the_grid_and_permute_with_items():
     config = small(**{"data.index_dims": "4,4"})
     model = build_model(config, rngs=nnx.Rngs(0))
     _random_head(model)
-    from suite.encodings import grid_positions
+    from suite.models.encodings import grid_positions
 
     x = jax.random.normal(jax.random.key(3), (2, 16, 1))
     pos = jnp.broadcast_to(jnp.asarray(grid_positions((4, 4))), (2, 16, 2))

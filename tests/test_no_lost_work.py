@@ -17,16 +17,16 @@ import orbax.checkpoint as ocp
 import pytest
 
 from suite import config as C
-from suite import lock
-from suite import runner as runner_lib
-from suite import spec as spec_lib
-from suite.checkpoint import structure_diff
 from suite.cli import main
 from suite.errors import CheckpointError
 from suite.files import read_jsonl
-from suite.results import run_status
-from suite.runner import classify, run_grid
-from suite.train import Window, train_and_evaluate
+from suite.sweeps import runner as runner_lib
+from suite.sweeps import spec as spec_lib
+from suite.sweeps.results import run_status
+from suite.sweeps.runner import classify, run_grid
+from suite.training import lock
+from suite.training.checkpoint import structure_diff
+from suite.training.trainer import Window, train_and_evaluate
 
 SMALL = {
     "model.num_latents": 16, "model.latent_dim": 32, "model.self_heads": 2,
@@ -232,7 +232,7 @@ def test_exit_statuses_of_workers_are_classified():
 
 @pytest.mark.slow
 def test_a_worker_killed_by_sigkill_is_resumed_by_the_next_runner_without_flags(tmp_path):
-    runs, path = grid_spec(tmp_path, steps=300, grid='"model.num_latents" = [4]')
+    runs, path = grid_spec(tmp_path, steps=200, grid='"model.num_latents" = [4]')
     out = tmp_path / "out"
     run_dir = out / "runs" / runs[0].id
     proc = subprocess.Popen([sys.executable, "-m", "suite", "run", str(path), "--out", str(out)],

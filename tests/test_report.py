@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from suite.report import aggregate, load_frame, write_report
+from suite.analysis.report import aggregate, load_frame, write_report
 
 SPEC = '''name = "toy"
 description = "A hand-made results folder."

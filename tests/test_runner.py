@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from suite import spec as spec_lib
 from suite.errors import SpecError
 from suite.files import read_jsonl
-from suite.results import read_runs, run_status
-from suite.runner import run_grid
+from suite.sweeps import spec as spec_lib
+from suite.sweeps.results import read_runs, run_status
+from suite.sweeps.runner import run_grid
 
 ABLATIONS = sorted(Path(__file__).parent.parent.joinpath("ablations").glob("*.toml"))
 
@@ -76,6 +76,17 @@ def test_run_ids_are_stable_readable_and_change_with_the_config(tmp_path):
     assert first == again and first[0].startswith("num_latents=4_seed=0_")
     other = [r.id for r in spec_lib.expand(spec_lib.load(path), {"train.steps": 31})]
     assert set(first).isdisjoint(other)
+
+
+def test_run_ids_hash_only_what_differs_from_the_defaults(tmp_path):
+    from suite import config as cfg_lib
+
+    (run,) = spec_lib.expand(spec_lib.load(fast_spec(tmp_path, grid='"model.num_latents" = [4]')))
+    assert "train.tensorboard" not in cfg_lib.non_default(run.config)  # a default: not hashed
+    assert cfg_lib.non_default(run.config)["model.num_latents"] == 4
+    other = spec_lib.expand(spec_lib.load(fast_spec(tmp_path, grid='"model.num_latents" = [4]')),
+                            {"train.tensorboard": "false"})[0]
+    assert other.id != run.id  # a value that is not the default is part of the identity
 
 
 def test_shards_partition_the_runs(tmp_path):
@@ -191,7 +202,7 @@ def test_two_runners_on_one_folder_train_every_run_exactly_once(tmp_path):
 @pytest.mark.slow
 def test_a_killed_grid_continues_and_finishes_every_run_once(tmp_path):
     spec = fast_spec(tmp_path, grid='"model.num_latents" = [2, 4]',
-                     extra='"train.steps" = 120\n').read_text().replace(
+                     extra='"train.steps" = 80\n').read_text().replace(
         '"train.steps" = 30\n', "")
     path = write_spec(tmp_path, spec, "k")
     out = tmp_path / "out"
@@ -212,7 +223,7 @@ def test_a_killed_grid_continues_and_finishes_every_run_once(tmp_path):
         assert fresh == 1 and resumed <= 1
     for run_dir in (out / "runs").iterdir():  # a resume never duplicates metric lines
         steps = [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl") if "train/loss" in r]
-        assert steps == sorted(set(steps)) and steps[-1] == 120
+        assert steps == sorted(set(steps)) and steps[-1] == 80
 
 
 def test_a_run_whose_data_is_missing_fails_visibly_and_the_grid_goes_on(tmp_path):

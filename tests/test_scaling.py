@@ -7,8 +7,8 @@ import sys
 import pandas as pd
 import pytest
 
-from suite.scaling import analyse, crossover, fit_slope, scaling_config
-from suite.scaling_report import replot
+from suite.analysis.scaling import analyse, crossover, fit_slope, scaling_config
+from suite.analysis.scaling_report import replot
 
 TINY = {"model.num_latents": 8, "model.latent_dim": 16, "model.hidden_dim": 16,
         "model.num_layers": 1, "model.num_blocks": 1, "model.self_attends_per_block": 1,

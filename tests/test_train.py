@@ -16,7 +16,7 @@ from flax import nnx
 
 from suite import config as C
 from suite.files import read_jsonl
-from suite.train import load_state, train_and_evaluate
+from suite.training.trainer import load_state, train_and_evaluate
 
 SMALL = {
     "model.num_latents": 16, "model.latent_dim": 32, "model.self_heads": 2,
@@ -44,8 +44,25 @@ def train_lines(workdir):
             if "train/loss" in r]
 
 
-def test_digits_run_learns_well_above_chance(tmp_path):
-    config = C.build("digits", {"train.steps": 300, "train.eval_every": 0})
+def tensorboard_scalars(run_dir):
+    """(step, tag, value) of every scalar in a run folder's TensorBoard event files."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    found = []
+    for path in sorted(Path(run_dir).glob("events.out.tfevents.*")):
+        data, i = path.read_bytes(), 0
+        while i < len(data):  # TFRecords: length, its CRC, the event, its CRC
+            n = struct.unpack("<Q", data[i:i + 8])[0]
+            event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+            found += [(event.step, v.tag, v.simple_value) for v in event.summary.value]
+            i += 12 + n + 4
+    return found
+
+
+def test_digits_run_learns_well_above_chance_and_logs_to_tensorboard(tmp_path):
+    config = C.build("digits", {"train.steps": 200, "train.eval_every": 0})
     summary = train_and_evaluate(config, tmp_path / "run", progress=False, log=lambda m: None)
     assert summary["status"] == "completed"
     assert summary["metrics"]["eval/accuracy"] > 0.6  # chance is 0.1
@@ -54,6 +71,20 @@ def test_digits_run_learns_well_above_chance(tmp_path):
         assert summary[key] > 0
     for name in ("config.json", "metrics.jsonl", "summary.json", "checkpoints"):
         assert (tmp_path / "run" / name).exists()
+    scalars = tensorboard_scalars(tmp_path / "run")  # the same rows as metrics.jsonl
+    rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    logged = [(s, v) for s, t, v in scalars if t == "train/loss"]
+    expected = [(r["step"], r["train/loss"]) for r in rows if "train/loss" in r]
+    assert [s for s, _ in logged] == [s for s, _ in expected]
+    assert [v for _, v in logged] == pytest.approx([v for _, v in expected], rel=1e-6)
+    assert (200, "eval/accuracy") in {(s, t) for s, t, _ in scalars}
+
+
+def test_tensorboard_is_one_switch_away(tmp_path):
+    train_and_evaluate(small(**{"train.steps": 10, "train.tensorboard": "false"}), tmp_path,
+                       progress=False, log=lambda m: None)
+    assert not list(tmp_path.glob("events.out.tfevents.*"))
+    assert read_jsonl(tmp_path / "metrics.jsonl")  # the JSONL record is always written
 
 
 def test_a_finished_run_is_not_trained_again(tmp_path):
@@ -65,7 +96,7 @@ def test_a_finished_run_is_not_trained_again(tmp_path):
 
 
 def test_the_train_step_traces_once(tmp_path, monkeypatch):
-    import suite.train as train_mod
+    import suite.training.trainer as train_mod
 
     seen = []
     original = train_mod.Steps.__init__
@@ -106,7 +137,7 @@ def _cli_train(workdir, **overrides):
 
 @pytest.mark.slow
 def test_kill_9_and_rerun_is_bit_identical_to_an_uninterrupted_run(tmp_path):
-    steps = {"train.steps": 160, "train.eval_every": 80}
+    steps = {"train.steps": 80, "train.eval_every": 40}
     config = small(**steps)
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     subprocess.run(_cli_train(tmp_path / "a", **steps), check=True, env=env,
@@ -114,7 +145,7 @@ def test_kill_9_and_rerun_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     proc = subprocess.Popen(_cli_train(tmp_path / "b", **steps), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not (tmp_path / "b" / "checkpoints" / "40").exists():
+    while not (tmp_path / "b" / "checkpoints" / "20").exists():
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
@@ -128,13 +159,13 @@ def test_kill_9_and_rerun_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     assert train_lines(tmp_path / "a") == train_lines(tmp_path / "b")  # no duplicates
     step_a, pa = params_of(config, tmp_path / "a")
     step_b, pb = params_of(config, tmp_path / "b")
-    assert step_a == step_b == 160
+    assert step_a == step_b == 80
     for x, y in zip(pa, pb, strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def test_sigterm_saves_a_checkpoint_and_the_rerun_finishes(tmp_path):
-    steps = {"train.steps": 400, "train.checkpoint_every": 200}
+    steps = {"train.steps": 200, "train.checkpoint_every": 100}
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     proc = subprocess.Popen(_cli_train(tmp_path, **steps), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -146,7 +177,7 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_finishes(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err
     saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
-    assert saved and saved[-1] < 400  # stopped early, with a checkpoint
+    assert saved and saved[-1] < 200  # stopped early, with a checkpoint
     done = subprocess.run(_cli_train(tmp_path, **steps), env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert f"resuming from step {saved[-1]}" in done.stderr

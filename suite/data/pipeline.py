@@ -17,6 +17,7 @@ from absl import flags
 
 from suite.config import DataConfig
 from suite.data import sources
+from suite.data.readers import READERS
 from suite.data.sources import Split
 from suite.errors import DataError
 from suite.tasks import TASKS
@@ -44,7 +45,7 @@ class Dataset:
 def load(cfg: DataConfig) -> Dataset:
     """Read a task's files (or generate it), check shapes and labels, apply limits."""
     try:
-        train, eval_ = sources.READERS[cfg.task](cfg)
+        train, eval_ = READERS[cfg.task](cfg)
     except FileNotFoundError as e:
         raise DataError(f"{cfg.task}: {e.filename}: file not found") from None
     expected = (*cfg.index_dims, cfg.channels)

@@ -1,6 +1,6 @@
 """One grid run in its own process: lock the run folder, train, record the outcome.
 
-Started by the runner as ``python -m suite.worker RUN_DIR [--retry-failed]``, with its
+Started by the runner as ``python -m suite.sweeps.worker RUN_DIR [--retry-failed]``, with its
 output going to ``RUN_DIR/train.log``. A separate process per run keeps a crash (or the
 OOM killer) from taking the grid down. The exit status tells the runner what happened:
 
@@ -20,7 +20,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from suite import lock, stop
+from suite.training import lock, stop
 
 EXIT_COMPLETED, EXIT_FAILED, EXIT_ERROR, EXIT_LOCKED = 0, 1, 2, 3
 
@@ -39,7 +39,7 @@ def die_with_parent(parent: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     stop.install()  # from process start: a stop while JAX imports is a clean exit too
-    parser = argparse.ArgumentParser(prog="python -m suite.worker")
+    parser = argparse.ArgumentParser(prog="python -m suite.sweeps.worker")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--retry-failed", action="store_true")
     parser.add_argument("--cpus", help="CPU ids to run on, e.g. 0,1 (before JAX starts)")
@@ -69,7 +69,7 @@ def _train(args: argparse.Namespace) -> int:
     from suite import config as cfg_lib
     from suite.errors import CheckpointError, SuiteError
     from suite.files import read_json, write_json_atomic
-    from suite.train import train_and_evaluate
+    from suite.training.trainer import train_and_evaluate
 
     try:
         config = cfg_lib.from_dict(read_json(run_dir / "run.json")["config"])

@@ -37,6 +37,32 @@ MODELS: dict[str, dict[str, Any]] = {
 DEFAULT_SIDES = (16, 32, 64, 96, 128, 160, 224)  # M = 256 ... 50,176 (224 x 224)
 
 
+def int_list(flag: str, text: str | None) -> list[int] | None:
+    """``"64,256"`` -> ``[64, 256]`` (positive integers), naming the flag on a mistake."""
+    if not text:
+        return None
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise cfg_lib.ConfigError(f"{flag}={text!r} must be comma-separated integers") from None
+    if any(v <= 0 for v in values):
+        raise cfg_lib.ConfigError(f"{flag}={text!r} must be positive")
+    return values
+
+
+def sides_for(sizes: list[int] | None, two_d: bool) -> list[int]:
+    """The grid sides to sweep: squares of ``sizes`` on 2-D grids, ``sizes`` items in 1-D."""
+    if not sizes:
+        return list(DEFAULT_SIDES)
+    if not two_d:
+        return sizes
+    sides = [math.isqrt(s) for s in sizes]
+    if any(s * s != m for s, m in zip(sides, sizes, strict=True)):
+        raise cfg_lib.ConfigError(f"--sizes={','.join(map(str, sizes))}: 2-D grids need square "
+                                  "sizes (e.g. 1024, 50176); use --grid 1d for others")
+    return sides
+
+
 def scaling_config(model: str, side: int, overrides: dict[str, Any], two_d: bool = True) -> Config:
     """The config of one point: synthetic RGB inputs, a square grid (or 1-D of M items)."""
     if model not in MODELS:
@@ -65,9 +91,9 @@ def _abstract_step(config: Config, batch: int):
     import jax.numpy as jnp
     from flax import nnx
 
-    from suite.model import build_model
-    from suite.optim import optimizer, schedule
-    from suite.steps import Steps
+    from suite.models.registry import build_model
+    from suite.training.optim import optimizer, schedule
+    from suite.training.steps import Steps
 
     def make():
         model = build_model(config, rngs=nnx.Rngs(0))
@@ -85,8 +111,8 @@ def _abstract_step(config: Config, batch: int):
 
 def analyse(config: Config, batch: int) -> dict[str, Any]:
     """Compile the train step on abstract shapes: FLOPs, bytes, predicted memory."""
-    from suite.flops import analytic_flops, cost_of
-    from suite.model import abstract_model, count_params
+    from suite.models.flops import analytic_flops, cost_of
+    from suite.models.registry import abstract_model, count_params
 
     steps, state, batch_shapes, _ = _abstract_step(config, batch)
     start = time.perf_counter()
@@ -116,9 +142,9 @@ def measure(config: Config, batch: int, steps: int) -> dict[str, Any]:
     import jax
     from flax import nnx
 
-    from suite.model import build_model
-    from suite.optim import optimizer, schedule
-    from suite.steps import Steps
+    from suite.models.registry import build_model
+    from suite.training.optim import optimizer, schedule
+    from suite.training.steps import Steps
 
     model = build_model(config, rngs=nnx.Rngs(0))
     opt = nnx.Optimizer(model, optimizer(config.train), wrt=nnx.Param)
@@ -150,7 +176,7 @@ def _measure_in_subprocess(config: Config, batch: int, steps: int, budget_s: flo
                            ) -> dict[str, Any]:
     payload = json.dumps({"config": cfg_lib.to_dict(config), "batch": batch, "steps": steps})
     try:
-        proc = subprocess.run([sys.executable, "-m", "suite.scaling", payload],
+        proc = subprocess.run([sys.executable, "-m", "suite.analysis.scaling", payload],
                               capture_output=True, text=True, timeout=budget_s)
     except subprocess.TimeoutExpired:
         return {"status": f"measure timed out (> {budget_s:.0f}s budget)"}
@@ -238,7 +264,7 @@ def crossover(frame, column: str, perceiver: str = "perceiver") -> float | None:
     return None
 
 
-if __name__ == "__main__":  # measurement worker: python -m suite.scaling '<json>'
+if __name__ == "__main__":  # measurement worker: python -m suite.analysis.scaling '<json>'
     args = json.loads(sys.argv[1])
     result = measure(cfg_lib.from_dict(args["config"]), args["batch"], args["steps"])
     print(json.dumps(result))

@@ -10,10 +10,18 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from suite.report import ReportSpec, is_geometric  # noqa: E402
+from suite.analysis.tables import ReportSpec  # noqa: E402
+
+
+def is_geometric(values: pd.Series) -> bool:
+    """Positive numbers spanning a factor of 8 or more: plot on a log axis."""
+    v = pd.to_numeric(values, errors="coerce").dropna().unique()
+    return len(v) >= 3 and (v > 0).all() and v.max() / v.min() >= 8 and \
+        bool(np.all(np.diff(np.sort(v)) > 0))
 
 
 def _held_fixed(spec: ReportSpec) -> str:

@@ -19,11 +19,11 @@ from suite import config as cfg_lib
 from suite import data as data_lib
 from suite.errors import DataError
 from suite.files import write_text_atomic
-from suite.model import build_model
-from suite.optim import optimizer as make_optimizer
-from suite.optim import schedule as make_schedule
-from suite.steps import Steps
-from suite.train import machine_description
+from suite.models.registry import build_model
+from suite.training.devices import machine_description
+from suite.training.optim import optimizer as make_optimizer
+from suite.training.optim import schedule as make_schedule
+from suite.training.steps import Steps
 
 
 def pipeline_throughput(ds: data_lib.Dataset, batch_size: int, batches: int) -> float:
@@ -65,7 +65,7 @@ def _dispatch_overhead(preset: str, steps: int) -> dict[str, Any]:
     ``nnx.jit`` walks the module graph on every call; for small models that Python work
     is a large share of the step. The trainer splits once and jits a pure function.
     """
-    from suite.steps import loss_fn
+    from suite.training.steps import loss_fn
 
     config = cfg_lib.build(preset, {})
     ds = data_lib.load(config.data)

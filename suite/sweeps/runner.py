@@ -1,6 +1,6 @@
 """Run a grid: skip finished runs, resume partial ones, run N at a time, never twice.
 
-Each run trains in its own process (``suite.worker``) pinned to its share of the CPUs;
+Each run trains in its own process (``suite.sweeps.worker``) pinned to its share of the CPUs;
 a thread pool of N threads starts them and waits on them, one process per run. The run
 folder ``OUT/runs/<id>/`` is the unit of work and of truth: its lock says who trains it,
 its summary whether it finished, its checkpoints where to resume.
@@ -27,9 +27,9 @@ from pathlib import Path
 from suite import config as cfg_lib
 from suite import fmt
 from suite.files import write_json_atomic
-from suite.results import run_status, write_results_csv
-from suite.spec import Run
-from suite.worker import EXIT_COMPLETED, EXIT_ERROR, EXIT_FAILED, EXIT_LOCKED
+from suite.sweeps.results import run_status, write_results_csv
+from suite.sweeps.spec import Run
+from suite.sweeps.worker import EXIT_COMPLETED, EXIT_ERROR, EXIT_FAILED, EXIT_LOCKED
 
 
 @dataclass
@@ -40,6 +40,17 @@ class GridOutcome:
     interrupted: list[str] = field(default_factory=list)  # killed; the next runner resumes
     errors: dict[str, str] = field(default_factory=dict)  # run id -> the one-line reason
     stopped_by: int | None = None  # the signal that stopped the grid
+
+    def summary(self) -> str:
+        """``"3 completed, 1 failed, 1 interrupted (rerun to resume)"``."""
+        parts = [f"{len(self.completed)} completed", f"{len(self.failed)} failed"]
+        if self.interrupted:
+            parts.append(f"{len(self.interrupted)} interrupted (rerun to resume)")
+        if self.elsewhere:
+            parts.append(f"{len(self.elsewhere)} running in another runner")
+        if self.errors:
+            parts.append(f"{len(self.errors)} could not start")
+        return ", ".join(parts)
 
     @property
     def exit_code(self) -> int:
@@ -130,7 +141,7 @@ class _Grid:
             self.slots.put(slot)
 
     def command(self, run_dir: Path, slot: int) -> list[str]:
-        cmd = [sys.executable, "-m", "suite.worker", str(run_dir),
+        cmd = [sys.executable, "-m", "suite.sweeps.worker", str(run_dir),
                "--cpus", ",".join(map(str, sorted(self.shares[slot]))),
                "--parent", str(os.getpid())]
         return cmd + (["--retry-failed"] if self.retry_failed else [])

@@ -21,7 +21,8 @@ from flax import nnx
 
 from suite.config import ModelConfig
 from suite.errors import ConfigError
-from suite.model import LN_EPS, InputAdapter, SelfAttend, _linear
+from suite.models.encodings import InputAdapter
+from suite.models.layers import LN_EPS, SelfAttend, linear
 
 
 def _to_grid(x: jax.Array, index_dims: Sequence[int]) -> jax.Array:
@@ -38,7 +39,7 @@ class _Trunk(nnx.Module):
             for _ in range(m.num_layers)
         ])
         self.norm = nnx.LayerNorm(m.hidden_dim, epsilon=LN_EPS, rngs=rngs)
-        self.head = _linear(m.hidden_dim, num_classes, rngs=rngs, zero=True)
+        self.head = linear(m.hidden_dim, num_classes, rngs=rngs, zero=True)
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
         for layer in self.layers:
@@ -52,7 +53,7 @@ class TransformerClassifier(nnx.Module):
     def __init__(self, m: ModelConfig, index_dims: Sequence[int], channels: int,
                  num_classes: int, pos_dim: int | None = None, *, rngs: nnx.Rngs):
         self.adapter = InputAdapter(m, index_dims, channels, pos_dim, rngs=rngs)
-        self.embed = _linear(self.adapter.out_channels, m.hidden_dim, rngs=rngs)
+        self.embed = linear(self.adapter.out_channels, m.hidden_dim, rngs=rngs)
         self.trunk = _Trunk(m, num_classes, rngs=rngs)
 
     def __call__(self, inputs: jax.Array, positions: jax.Array | None = None,
@@ -73,7 +74,7 @@ class ViT(nnx.Module):
             raise ConfigError(f"model.patch_size={p} must divide data.index_dims={[h, w]}")
         self.index_dims, self.patch = (h, w), p
         self.adapter = InputAdapter(m, index_dims, channels, None, rngs=rngs)
-        self.embed = _linear(p * p * self.adapter.out_channels, m.hidden_dim, rngs=rngs)
+        self.embed = linear(p * p * self.adapter.out_channels, m.hidden_dim, rngs=rngs)
         self.trunk = _Trunk(m, num_classes, rngs=rngs)
 
     def __call__(self, inputs: jax.Array, positions: jax.Array | None = None,
@@ -123,7 +124,7 @@ class ConvNet(nnx.Module):
                 cin = cout
         self.blocks = nnx.List(blocks)
         self.norm = nnx.GroupNorm(cin, num_groups=min(8, cin), rngs=rngs)
-        self.head = _linear(cin, num_classes, rngs=rngs, zero=True)
+        self.head = linear(cin, num_classes, rngs=rngs, zero=True)
 
     def __call__(self, inputs: jax.Array, positions: jax.Array | None = None,
                  index: jax.Array | None = None) -> jax.Array:
@@ -132,8 +133,6 @@ class ConvNet(nnx.Module):
             x = block(x)
         return self.head(jax.nn.gelu(self.norm(x)).mean(axis=(1, 2)))
 
-
-BASELINES = {"transformer": TransformerClassifier, "vit": ViT, "convnet": ConvNet}
 
 
 def transformer_flops(m: ModelConfig, items: int, channels: int, num_classes: int) -> float:

@@ -11,10 +11,10 @@ from suite.config import Config
 
 def describe(config: Config, *, xla: bool = True) -> dict[str, Any]:
     """Params, analytic forward FLOPs per example and (optionally) XLA's, as a dict."""
-    from suite import flops, model
+    from suite.models import flops, registry
 
     out: dict[str, Any] = {
-        "params": model.count_params(model.abstract_model(config)),
+        "params": registry.count_params(registry.abstract_model(config)),
         "input_items": math.prod(config.data.index_dims),
         "input_channels": flops.input_channels(config),
     }

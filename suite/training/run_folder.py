@@ -70,7 +70,8 @@ def set_aside_attempt(workdir: Path) -> tuple[int, list[str]]:
     """Rename a failed attempt's files with suffix ``_failed_K`` (next free K).
 
     ``checkpoints/`` -> ``checkpoints_failed_K/``, ``metrics.jsonl`` ->
-    ``metrics_failed_K.jsonl``, ``summary.json`` -> ``summary_failed_K.json``.
+    ``metrics_failed_K.jsonl``, ``summary.json`` -> ``summary_failed_K.json``, and
+    TensorBoard's event files into ``events_failed_K/``.
     """
     k = 1
     while any((workdir / _aside(name, k)).exists() for name in (CHECKPOINTS, METRICS, SUMMARY)):
@@ -80,6 +81,12 @@ def set_aside_attempt(workdir: Path) -> tuple[int, list[str]]:
         if (workdir / name).exists():
             shutil.move(str(workdir / name), workdir / _aside(name, k))
             moved.append(_aside(name, k))
+    events = sorted(workdir.glob("events.out.tfevents.*"))  # TensorBoard's, if any
+    if events:
+        (workdir / f"events_failed_{k}").mkdir()
+        for path in events:
+            shutil.move(str(path), workdir / f"events_failed_{k}" / path.name)
+        moved.append(f"events_failed_{k}/")
     return k, moved
 
 

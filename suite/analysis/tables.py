@@ -1,27 +1,21 @@
-"""Results folder -> tidy DataFrame -> paper-style tables (Markdown, LaTeX, CSV) + HTML.
+"""Run folders -> one tidy DataFrame -> seed aggregates -> paper-style tables.
 
-Reads the run folders themselves (never only ``results.csv``), so a report can always
-be rebuilt. Seeds are aggregated as mean ± std (and n); failed or missing runs are
-shown, never dropped. Imports nothing from the trainer.
+Reads the run folders themselves (never only ``results.csv``), so a table can always be
+rebuilt. Seeds are aggregated as mean ± std (and n); failed or missing runs are shown,
+never dropped.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import shlex
-import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from suite.errors import SuiteError
-from suite.files import read_jsonl, write_text_atomic
-from suite.results import read_runs
+from suite.sweeps.results import read_runs
 
 BASE_METRICS = ("eval/accuracy", "eval/loss", "train/accuracy", "train/loss")
 HIGHER_IS_BETTER = {"eval/accuracy": True, "train/accuracy": True, "gap": False,
@@ -225,125 +219,3 @@ def to_latex(shown: pd.DataFrame, best: dict[str, int], caption: str) -> str:
               r"\end{table}"]
     return "\n".join(lines) + "\n"
 
-
-def provenance(frame: pd.DataFrame, out: Path, spec: ReportSpec) -> dict[str, str]:
-    """How the numbers were made: the commands and the machine they ran on."""
-    machines = sorted({m for m in frame.get("machine", pd.Series(dtype=str)).dropna()})
-    spec_arg = f"ablations/{spec.name}.toml" if spec.name else "SPEC"
-    return {
-        "run": f"perceiver-suite run {spec_arg} --out {out}",
-        "report": "perceiver-suite report " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-        if len(sys.argv) > 2 and sys.argv[1] == "report" else f"perceiver-suite report {out}",
-        "machine": "; ".join(machines) if machines else "unknown",
-    }
-
-
-def write_report(out: Path, *, metric: str | None = None, rows: list[str] | None = None,
-                 cols: list[str] | None = None, plots: bool = True) -> dict[str, Path]:
-    """Tables, plots and index.html into ``out/report/``. Returns the written paths."""
-    out = Path(out)
-    frame = load_frame(out)
-    spec = report_spec(out, frame, metric=metric, rows=rows, cols=cols)
-    metrics = [m for m in (*BASE_METRICS, "gap") if m in frame] + \
-        ([spec.metric] if spec.metric not in BASE_METRICS else [])
-    agg = aggregate(frame, spec.knobs, metrics)
-    shown, best = paper_table(agg, spec)
-    pivot = pivot_table(agg, spec)
-    prov = provenance(frame, out, spec)
-    report_dir = out / "report"
-    report_dir.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {}
-    caption = (f"{spec.description or spec.name}: {spec.metric}, mean ± std over seeds "
-               f"(n = completed/total runs). Machine: {prov['machine']}.")
-    md = [f"# {spec.name}", "", spec.description, "", to_markdown(shown, best), ""]
-    if pivot is not None:
-        md += [f"## {spec.metric} (%): {', '.join(spec.rows)} × {', '.join(spec.cols)}", "",
-               pivot.to_markdown(index=False), ""]
-    failed = frame[frame["status"] == "failed"]
-    if len(failed):
-        md += ["## Failed runs", ""] + [f"- `{r.run_id}`: {r.reason}" for r in
-                                        failed.itertuples()] + [""]
-    md += ["## Provenance", "", f"- runs: `{prov['run']}`", f"- report: `{prov['report']}`",
-           f"- machine: {prov['machine']}", ""]
-    write_text_atomic(report_dir / "table.md", "\n".join(md))
-    write_text_atomic(report_dir / "table.tex", to_latex(shown, best, caption))
-    csv_frame = agg.copy()
-    for label, i in best.items():
-        csv_frame[f"best {label}"] = csv_frame.index == i
-    write_text_atomic(report_dir / "table.csv", csv_frame.to_csv(index=False))
-    write_text_atomic(report_dir / "runs.csv", frame.to_csv(index=False))
-    written.update({"table.md": report_dir / "table.md", "table.tex": report_dir / "table.tex",
-                    "table.csv": report_dir / "table.csv"})
-    figures: list[Path] = []
-    if plots:
-        from suite import plots as plots_lib
-
-        curves = _curves(out, frame)
-        figures = plots_lib.all_figures(frame, curves, spec, report_dir)
-    html_text = render_html(spec, shown, best, pivot, figures, prov, failed)
-    write_text_atomic(report_dir / "index.html", html_text)
-    written["index.html"] = report_dir / "index.html"
-    for f in figures:
-        written[f.name] = f
-    return written
-
-
-def _curves(out: Path, frame: pd.DataFrame) -> pd.DataFrame:
-    """Long frame of metrics.jsonl rows: run_id, step, split, accuracy, loss."""
-    parts = []
-    for run_id in frame["run_id"]:
-        for row in read_jsonl(Path(out) / "runs" / run_id / "metrics.jsonl"):
-            for split in ("train", "eval"):
-                if f"{split}/accuracy" in row:
-                    parts.append({"run_id": run_id, "step": row["step"], "split": split,
-                                  "accuracy": row[f"{split}/accuracy"],
-                                  "loss": row[f"{split}/loss"]})
-    return pd.DataFrame(parts, columns=["run_id", "step", "split", "accuracy", "loss"])
-
-
-def render_html(spec: ReportSpec, shown: pd.DataFrame, best: dict[str, int],
-                pivot: pd.DataFrame | None, figures: list[Path], prov: dict[str, str],
-                failed: pd.DataFrame) -> str:
-    """One self-contained page: spec, tables, figures inlined as base64 PNGs."""
-    marked = shown.copy().astype(object).map(lambda v: html.escape(str(v)))
-    for col, i in best.items():
-        marked.loc[i, col] = f"<b>{marked.loc[i, col]}</b>"
-    parts = [
-        "<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
-        f"<title>{html.escape(spec.name)} — perceiver-suite report</title>",
-        "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;"
-        "padding:0 1em;color:#222}table{border-collapse:collapse;margin:1em 0}"
-        "td,th{border-bottom:1px solid #ccc;padding:4px 10px;text-align:right}"
-        "th{background:#f3f3f3}pre{background:#f7f7f7;padding:1em;overflow:auto}"
-        "img{max-width:100%;border:1px solid #eee;margin:.5em 0}</style></head><body>",
-        f"<h1>{html.escape(spec.name)}</h1><p>{html.escape(spec.description)}</p>",
-        f"<h2>Results: {html.escape(spec.metric)}</h2>",
-        marked.to_html(index=False, escape=False, border=0),
-    ]
-    if pivot is not None:
-        parts += [f"<h2>{html.escape(spec.metric)} (%) by {html.escape(', '.join(spec.cols))}</h2>",
-                  pivot.to_html(index=False, border=0)]
-    if len(failed):
-        parts.append("<h2>Failed runs</h2><ul>" + "".join(
-            f"<li><code>{html.escape(r.run_id)}</code>: {html.escape(str(r.reason))}</li>"
-            for r in failed.itertuples()) + "</ul>")
-    for fig in figures:
-        if fig.suffix == ".png":
-            data = base64.b64encode(fig.read_bytes()).decode()
-            parts.append(f"<figure><img alt=\"{html.escape(fig.stem)}\" "
-                         f"src=\"data:image/png;base64,{data}\"></figure>")
-    parts += ["<h2>Provenance</h2><ul>",
-              f"<li>runs: <code>{html.escape(prov['run'])}</code></li>",
-              f"<li>report: <code>{html.escape(prov['report'])}</code></li>",
-              f"<li>machine: {html.escape(prov['machine'])}</li></ul>"]
-    if spec.spec_text:
-        parts += ["<h2>Spec</h2>", f"<pre>{html.escape(spec.spec_text)}</pre>"]
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
-
-
-def is_geometric(values: pd.Series) -> bool:
-    """Positive numbers spanning a factor of 8 or more: plot on a log axis."""
-    v = pd.to_numeric(values, errors="coerce").dropna().unique()
-    return len(v) >= 3 and (v > 0).all() and v.max() / v.min() >= 8 and \
-        bool(np.all(np.diff(np.sort(v)) > 0))

@@ -14,13 +14,14 @@ import jax
 from flax import nnx
 
 from suite.config import Config
-from suite.model import abstract_model, example_inputs, layer_schedule
+from suite.models.baselines import convnet_flops, transformer_flops
+from suite.models.encodings import fourier_width
+from suite.models.perceiver import layer_schedule
+from suite.models.registry import abstract_model, example_inputs
 
 
 def input_channels(config: Config) -> int:
     """C: input channels after position features are attached (261 on ImageNet)."""
-    from suite.encodings import fourier_width
-
     m, d = config.model, config.data
     if m.position_encoding == "none" or m.position_combine == "add":
         return d.channels
@@ -69,8 +70,6 @@ def analytic_flops(config: Config) -> dict[str, float]:
 
 
 def _baseline_flops(config: Config, items: int, channels: int) -> dict[str, float]:
-    from suite.baselines import convnet_flops, transformer_flops
-
     m, d = config.model, config.data
     if m.kind == "transformer":
         body = transformer_flops(m, items, channels, d.num_classes)

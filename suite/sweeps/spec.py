@@ -22,7 +22,6 @@ import itertools
 import json
 import re
 import tomllib
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -86,52 +85,12 @@ def load(path: str | Path, *, max_runs: int | None = MAX_RUNS) -> Spec:
         raise SpecError(f"{where}: bad TOML: {e}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(f"{where}: cannot read ({e})") from None
-
     unknown = set(raw) - TOP_KEYS
     if unknown:
         raise SpecError(f"{where}: unknown top-level key {sorted(unknown)[0]!r}; allowed: "
                         f"{', '.join(sorted(TOP_KEYS))}")
-    name = raw.get("name", path.stem)
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise SpecError(f"{where}: name={name!r} must be a plain string (letters, digits, _.-)")
-    preset = raw.get("preset", cfg_lib.DEFAULT_PRESET)
-    if preset not in cfg_lib.PRESETS:
-        raise SpecError(f"{where}: preset={preset!r} is unknown; choose one of: "
-                        f"{', '.join(cfg_lib.PRESETS)}")
-    seeds = raw.get("seeds", [0])
-    if (not isinstance(seeds, list) or not seeds
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
-            or len(set(seeds)) != len(seeds)):
-        raise SpecError(f"{where}: seeds={seeds!r} must be a non-empty list of distinct "
-                        "integers >= 0")
-
-    sections: dict[str, dict[str, Any]] = {}
-    seen: dict[str, str] = {}
-    for section in SECTIONS:
-        table = raw.get(section, {})
-        if not isinstance(table, dict):
-            raise SpecError(f"{where}: [{section}] must be a table of dotted keys")
-        flat = _flatten(table)
-        for key, value in flat.items():
-            if key in seen:
-                raise SpecError(f"{where}: key {key!r} appears in both [{seen[key]}] and "
-                                f"[{section}]")
-            seen[key] = section
-            if key == "seed":
-                raise SpecError(f"{where}: [{section}] seed: use the top-level seeds = [...]")
-            if section in ("grid", "zip"):
-                if not isinstance(value, list) or not value:
-                    raise SpecError(f"{where}: [{section}] {key}={value!r} must be a non-empty "
-                                    "list of values")
-                for v in value:
-                    _check_value(where, section, key, v)
-            else:
-                _check_value(where, section, key, value)
-        sections[section] = flat
-    lengths = {k: len(v) for k, v in sections["zip"].items()}
-    if len(set(lengths.values())) > 1:
-        detail = ", ".join(f"{k} has {n}" for k, n in lengths.items())
-        raise SpecError(f"{where}: [zip] lists must have equal lengths ({detail})")
+    name, preset, seeds = _header(raw, path)
+    sections = _sections(raw, where)
     report = raw.get("report", {})
     if not isinstance(report, dict) or set(report) - REPORT_KEYS:
         bad = sorted(set(report) - REPORT_KEYS) if isinstance(report, dict) else report
@@ -146,14 +105,61 @@ def load(path: str | Path, *, max_runs: int | None = MAX_RUNS) -> Spec:
     return spec
 
 
+def _header(raw: dict[str, Any], path: Path) -> tuple[str, str, list[int]]:
+    """name, preset and seeds, checked."""
+    where = str(path)
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise SpecError(f"{where}: name={name!r} must be a plain string (letters, digits, _.-)")
+    preset = raw.get("preset", cfg_lib.DEFAULT_PRESET)
+    if preset not in cfg_lib.PRESETS:
+        raise SpecError(f"{where}: preset={preset!r} is unknown; choose one of: "
+                        f"{', '.join(cfg_lib.PRESETS)}")
+    seeds = raw.get("seeds", [0])
+    if (not isinstance(seeds, list) or not seeds
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+            or len(set(seeds)) != len(seeds)):
+        raise SpecError(f"{where}: seeds={seeds!r} must be a non-empty list of distinct "
+                        "integers >= 0")
+    return name, preset, seeds
+
+
+def _sections(raw: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
+    """[fixed], [grid] and [zip] as dotted keys, each value type-checked."""
+    sections: dict[str, dict[str, Any]] = {}
+    seen: dict[str, str] = {}
+    for section in SECTIONS:
+        table = raw.get(section, {})
+        if not isinstance(table, dict):
+            raise SpecError(f"{where}: [{section}] must be a table of dotted keys")
+        flat = _flatten(table)
+        for key, value in flat.items():
+            if key in seen:
+                raise SpecError(f"{where}: key {key!r} appears in both [{seen[key]}] and "
+                                f"[{section}]")
+            seen[key] = section
+            if key == "seed":
+                raise SpecError(f"{where}: [{section}] seed: use the top-level seeds = [...]")
+            if section == "fixed":
+                _check_value(where, section, key, value)
+                continue
+            if not isinstance(value, list) or not value:
+                raise SpecError(f"{where}: [{section}] {key}={value!r} must be a non-empty "
+                                "list of values")
+            for v in value:
+                _check_value(where, section, key, v)
+        sections[section] = flat
+    lengths = {k: len(v) for k, v in sections["zip"].items()}
+    if len(set(lengths.values())) > 1:
+        detail = ", ".join(f"{k} has {n}" for k, n in lengths.items())
+        raise SpecError(f"{where}: [zip] lists must have equal lengths ({detail})")
+    return sections
+
+
 def _check_value(where: str, section: str, key: str, value: Any) -> None:
     """Type-check one value against the config field it sets."""
-    if key not in cfg_lib.known_keys():
-        raise SpecError(f"{where}: [{section}] {cfg_lib.unknown_key_error(key)}")
-    section_name, _, field = key.partition(".")
-    hints = typing.get_type_hints(typing.get_type_hints(Config)[section_name])
     try:
-        cfg_lib.coerce(key, value, hints[field])
+        cfg_lib.coerce(key, value, cfg_lib.field_type(key))
     except ConfigError as e:
         raise SpecError(f"{where}: [{section}] {e}") from None
 
@@ -177,9 +183,14 @@ def points(spec: Spec) -> list[dict[str, Any]]:
 
 
 def run_id(varied: dict[str, Any], config: Config) -> str:
-    """A readable slug of the varied values plus a short hash of the whole config."""
+    """A readable slug of the varied values plus a short hash of the whole config.
+
+    The hash covers the keys that differ from the schema's defaults, so a config field
+    added in a later version (with a default that keeps the old behaviour) leaves the
+    ids of existing runs, and their resumable folders, unchanged.
+    """
     digest = hashlib.sha256(
-        json.dumps(cfg_lib.to_dict(config), sort_keys=True).encode()
+        json.dumps(cfg_lib.non_default(config), sort_keys=True).encode()
     ).hexdigest()[:8]
     parts = []
     for key, value in varied.items():
@@ -217,3 +228,16 @@ def shard(runs: list[Run], index: int, total: int) -> list[Run]:
     """A deterministic 1/total of the runs (by sorted id): for cluster job arrays."""
     ordered = sorted(runs, key=lambda r: r.id)
     return [r for i, r in enumerate(ordered) if i % total == index]
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"1/4"`` -> ``(1, 4)``: shard I of N, numbered from 0."""
+    if not text:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise SpecError(f"--shard={text!r} must be I/N with integers, e.g. 0/4") from None
+    if n < 1 or not 0 <= i < n:
+        raise SpecError(f"--shard={text!r}: need 0 <= I < N (shards are numbered from 0)")
+    return i, n

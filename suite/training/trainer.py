@@ -27,15 +27,17 @@ import numpy as np
 from flax import nnx
 
 from suite import data as data_lib
-from suite import fmt, lock, stop
-from suite.checkpoint import Checkpointer
+from suite import fmt
 from suite.config import Config
 from suite.errors import CheckpointError
-from suite.flops import analytic_flops, cost_of
-from suite.model import build_model, count_params
-from suite.optim import optimizer as make_optimizer
-from suite.optim import schedule as make_schedule
-from suite.run_folder import (
+from suite.models.flops import analytic_flops, cost_of
+from suite.models.registry import build_model, count_params
+from suite.training import lock, stop
+from suite.training.checkpoint import Checkpointer
+from suite.training.devices import machine_description
+from suite.training.optim import optimizer as make_optimizer
+from suite.training.optim import schedule as make_schedule
+from suite.training.run_folder import (
     CHECKPOINTS,
     MetricsLog,
     check_config,
@@ -45,22 +47,8 @@ from suite.run_folder import (
     write_config,
     write_summary,
 )
-from suite.steps import METRIC_KEYS, Steps, evaluate
-
-
-def machine_description() -> str:
-    """CPU model, core count and JAX backend, for the record in every summary."""
-    import platform
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
-                       cpu)
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu}, {cores} cores, jax {jax.__version__} on {jax.default_backend()}"
+from suite.training.steps import METRIC_KEYS, Steps, evaluate
+from suite.training.writers import JsonlWriter, TensorBoardWriter, Writers
 
 
 class Every:
@@ -156,6 +144,10 @@ class Trainer:
         last = self.metrics.last("train/loss")
         if last:
             self.last_train = {k: last[k] for k in ("train/loss", "train/accuracy")}
+        writers = [JsonlWriter(self.metrics)]
+        if t.tensorboard:
+            writers.append(TensorBoardWriter(self.workdir, self.step))
+        self.writer = Writers(*writers)
         self.pending = next(self.train_iter)  # compiled on its shapes, then trained on
         self.log(f"{self.name}: compiling the train step")
         start = time.perf_counter()
@@ -225,7 +217,7 @@ class Trainer:
                "learning_rate": float(self.window.last["learning_rate"])}
         if seconds:  # a window of restored steps only has no timing of its own
             row.update(step_seconds=seconds, examples_per_s=self.t.batch_size / seconds)
-        self.metrics.append(row)
+        self.writer.write(row)
         self.last_train = {k: means[k] for k in ("train/loss", "train/accuracy")}
         self.window = Window()
         self.sums = None
@@ -241,7 +233,7 @@ class Trainer:
 
     def _evaluate(self) -> None:
         ev = evaluate(self.steps, self.state, self.ds, self.t.eval_batch_size)
-        self.metrics.append({"step": self.step, **ev})
+        self.writer.write({"step": self.step, **ev})
         if not self.bar:
             self.log(f"{self.name}: step {self.step} eval loss {ev['eval/loss']:.4f} "
                      f"acc {ev['eval/accuracy']:.4f}")
@@ -262,6 +254,8 @@ class Trainer:
                             unit="step", dynamic_ncols=True, leave=True)
 
     def close(self) -> None:
+        if getattr(self, "writer", None) is not None:
+            self.writer.close()
         if self.bar:
             self.bar.close()
             self.bar = None

@@ -1,0 +1,173 @@
+"""Dotted ``key=value`` overrides, typed by the schema: one coercion for the command line
+(strings) and for ablation specs (TOML values).
+
+Kept by hand rather than taken from tyro or ml_collections: both would change the
+command line's ``model.num_latents=64`` syntax and neither coerces TOML values and
+command-line strings through one path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from suite.config.presets import DEFAULT_PRESET, PRESETS
+from suite.config.schema import DERIVED_KEYS, SECTIONS, Config, known_keys, section_types
+from suite.config.validation import describe_type, is_optional, resolve
+from suite.errors import ConfigError
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def unknown_key_error(key: str) -> ConfigError:
+    close = difflib.get_close_matches(key, known_keys(), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"unknown config key {key!r}{hint}")
+
+
+def coerce(key: str, value: Any, tp: Any) -> Any:
+    """Convert ``value`` (a CLI string or a TOML value) to the field type ``tp``."""
+    bad = ConfigError(f"{key}={value!r} is not {describe_type(tp)}")
+    if is_optional(tp):
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
+            return None
+        inner = [a for a in typing.get_args(tp) if a is not type(None)][0]
+        return coerce(key, value, inner)
+    if typing.get_origin(tp) is Literal:
+        value = value.strip() if isinstance(value, str) else value
+        if value not in typing.get_args(tp):
+            raise bad
+        return value
+    if typing.get_origin(tp) is tuple:
+        return _coerce_tuple(key, value, typing.get_args(tp)[0], bad)
+    scalar = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str}.get(tp)
+    if scalar is None:
+        raise bad
+    result = scalar(value)
+    if result is None:
+        raise bad
+    return result
+
+
+def _coerce_tuple(key: str, value: Any, item_tp: Any, bad: ConfigError) -> tuple:
+    if isinstance(value, str):  # "8,8", "[8, 8]" or "8x8"
+        text = value.strip().strip("[]()")
+        items = [v for v in text.replace("x", ",").split(",") if v.strip()] if text else []
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        items = [value]
+    if not items:
+        raise bad
+    try:
+        return tuple(coerce(key, v, item_tp) for v in items)
+    except ConfigError:
+        raise bad from None
+
+
+def _to_bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    return None
+
+
+def _to_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip().replace("_", ""))
+        except ValueError:
+            return None
+    return None
+
+
+def _to_float(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _to_str(value: Any) -> str | None:
+    return value.strip() if isinstance(value, str) else None
+
+
+def field_type(key: str) -> Any:
+    """The type of a dotted key (``seed`` or ``section.field``); ConfigError if unknown."""
+    if key == "seed":
+        return int
+    section, _, name = key.partition(".")
+    if section not in SECTIONS or not name:
+        raise unknown_key_error(key)
+    hints = section_types(section_types(Config)[section])
+    if name not in hints:
+        raise unknown_key_error(key)
+    return hints[name]
+
+
+def apply_overrides(config: Config, overrides: Mapping[str, Any]) -> Config:
+    """Set dotted keys (``{"model.num_latents": "64"}``), then resolve and validate."""
+    sections: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    top: dict[str, Any] = {}
+    for key, raw in overrides.items():
+        value = coerce(key, raw, field_type(key))
+        if key == "seed":
+            top["seed"] = value
+        else:
+            section, _, name = key.partition(".")
+            sections[section][name] = value
+    config = dataclasses.replace(
+        config, **top,
+        **{s: dataclasses.replace(getattr(config, s), **v) for s, v in sections.items() if v},
+    )
+    return resolve(config)
+
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    """``["a.b=1", "c=2"]`` -> ``{"a.b": "1", "c": "2"}``."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        out[key.strip()] = value
+    return out
+
+
+def build(preset_name: str | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """A preset plus overrides, resolved and validated."""
+    base = PRESETS.get(preset_name or DEFAULT_PRESET)
+    if base is None:
+        raise ConfigError(f"unknown preset {preset_name!r}; choose one of: {', '.join(PRESETS)}")
+    return apply_overrides(base(), overrides or {})
+
+
+def from_dict(data: Mapping[str, Any]) -> Config:
+    """Inverse of ``to_dict`` (derived keys ignored), validated."""
+    overrides: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "seed":
+            overrides["seed"] = value
+        elif isinstance(value, Mapping):
+            for k, v in value.items():
+                if f"{key}.{k}" not in DERIVED_KEYS:
+                    overrides[f"{key}.{k}"] = v
+        else:
+            raise unknown_key_error(key)
+    return apply_overrides(Config(), overrides)

@@ -1,0 +1,160 @@
+"""The config schema: frozen, typed dataclasses, one per section, and their dict forms.
+
+A run is fully described by a :class:`Config`. Users address its fields by dotted
+paths (``model.num_latents``) on the command line and in ablation specs, so the
+field names below are a public interface: keep them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, Literal
+
+ModelKind = Literal["perceiver", "transformer", "vit", "convnet"]
+Placement = Literal["interleaved", "start"]
+PosEncoding = Literal["fourier", "learned", "none"]
+PosCombine = Literal["concat", "add"]
+Permutation = Literal["none", "fixed"]
+Optimizer = Literal["lamb", "adamw", "sgd"]
+Schedule = Literal["constant", "step", "constant_cosine", "cosine"]
+Loss = Literal["softmax", "sigmoid"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The Perceiver's knobs, named as in ablation specs (defaults: the paper's ImageNet)."""
+
+    kind: ModelKind = "perceiver"  # architecture family; baselines share this schema
+    num_latents: int = 512  # N, latent index dimension
+    latent_dim: int = 1024  # D, latent channels
+    num_blocks: int = 8  # repeats of the latent Transformer
+    self_attends_per_block: int = 6  # self-attention layers per latent Transformer
+    num_cross_attends: int = 8  # cross-attends in total (the cross-attend frequency)
+    cross_attend_placement: Placement = "interleaved"  # paper Table 6
+    weight_sharing: bool = True  # CA1 own, CA2..n tied, latent tower tied over repeats
+    share_first_cross_attend: bool = False  # tie CA1 too (paper: unstable)
+    cross_heads: int = 1  # heads of each cross-attend (paper: 1)
+    self_heads: int = 8  # heads of each latent self-attention
+    cross_qk_channels: int | None = None  # q/k/v width F of cross-attends; None: input C
+    widening_factor: int = 1  # MLP hidden width = widening_factor x width (paper: 1)
+    dropout: float = 0.0  # paper v2: no dropout
+    latent_init_scale: float = 0.02  # std of the truncated-normal latent array
+    position_encoding: PosEncoding = "fourier"
+    fourier_bands: int = 64  # K, bands per input dimension
+    max_resolution: tuple[float, ...] | None = None  # mu per dim; None: the input grid
+    concat_pos: bool = True  # include the raw coordinates in the Fourier features
+    sine_only: bool = False  # drop the cosine half of the Fourier features
+    position_combine: PosCombine = "concat"  # concat to inputs (paper) or add
+    learned_pos_dim: int = 128  # width of learned position encodings (paper: 128)
+    learned_pos_init_scale: float = 1.0  # std of learned position encodings (paper: 1.0)
+    # Baselines (model.kind != "perceiver").
+    num_layers: int = 4  # Transformer / ViT depth
+    hidden_dim: int = 128  # Transformer / ViT width; ConvNet base width
+    patch_size: int = 4  # ViT patch side
+
+    @property
+    def cross_attend_every(self) -> int | None:
+        """Latent blocks between cross-attends (interleaved placement), else None."""
+        if self.cross_attend_placement != "interleaved" or self.num_cross_attends <= 0:
+            return None
+        return self.num_blocks // self.num_cross_attends
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which data set and how to feed it. Shape fields left None come from the task."""
+
+    task: str = "digits"
+    data_dir: str | None = None  # where the files live; None: the task's default place
+    index_dims: tuple[int, ...] | None = None  # input grid / item count; None: the task's
+    channels: int | None = None  # C before position features; None: the task's
+    num_classes: int | None = None  # None: the task's
+    pos_dim: int | None = None  # explicit position dims (point clouds); None: the task's
+    eval_fraction: float = 0.1  # held-out share carved where a format has no eval split
+    train_limit: int | None = None  # use the first N training examples (quick grids)
+    eval_limit: int | None = None  # use the first N eval examples
+    augment: bool = False  # crop + flip (images), scale jitter (point clouds)
+    permutation: Permutation = "none"  # one fixed permutation of input items (Table 2)
+    permutation_seed: int = 0
+    num_workers: int = 0  # grain worker processes; 0 loads in the main process
+    prefetch: int = 2  # batches buffered per worker
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation. Paper: LAMB, no warmup, step decay at 84/102/114 of 120 epochs."""
+
+    steps: int = 1000
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    optimizer: Optimizer = "lamb"
+    learning_rate: float = 4e-3
+    schedule: Schedule = "step"
+    warmup_steps: int = 0  # paper: none (warmup hurt LAMB)
+    weight_decay: float = 0.0
+    grad_clip: float | None = None  # global-norm clipping; None: off
+    label_smoothing: float = 0.0
+    loss: Loss = "softmax"  # sigmoid for multi-label tasks
+    eval_every: int = 0  # 0: only at the end
+    checkpoint_every: int = 200
+    log_every: int = 50
+    keep_checkpoints: int = 2
+    tensorboard: bool = True  # also write TensorBoard event files into the run folder
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """One run: model, data, optimisation and the seed that makes it reproducible."""
+
+    seed: int = 0
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+
+
+SECTIONS = ("model", "data", "train")
+
+DERIVED_KEYS = frozenset({"model.cross_attend_every"})
+
+
+def section_types(cls: type) -> dict[str, Any]:
+    """Field name -> type of a section dataclass (or of :class:`Config` itself)."""
+    return typing.get_type_hints(cls)
+
+
+def known_keys() -> list[str]:
+    """Every dotted key a user may set."""
+    keys = ["seed"]
+    for section in SECTIONS:
+        cls = section_types(Config)[section]
+        keys += [f"{section}.{f.name}" for f in dataclasses.fields(cls)]
+    return keys
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """A JSON-ready nested dict, with the derived ``model.cross_attend_every``."""
+    out = dataclasses.asdict(config)
+    out["model"]["cross_attend_every"] = config.model.cross_attend_every
+    return out
+
+
+def flatten(config: Config) -> dict[str, Any]:
+    """``{"model.num_latents": 512, ...}`` including derived keys."""
+    nested = to_dict(config)
+    flat: dict[str, Any] = {"seed": nested.pop("seed")}
+    for section, values in nested.items():
+        for k, v in values.items():
+            flat[f"{section}.{k}"] = list(v) if isinstance(v, tuple) else v
+    return flat
+
+
+
+def non_default(config: Config) -> dict[str, Any]:
+    """The flat keys whose values differ from the schema's defaults (derived keys aside).
+
+    Run ids hash this, so a field added later with a default that keeps the old
+    behaviour leaves every existing run id (and run folder) valid.
+    """
+    flat, default = flatten(config), flatten(Config())
+    return {k: v for k, v in flat.items() if k not in DERIVED_KEYS and default.get(k) != v}

@@ -1,0 +1,156 @@
+"""Resolution (shape fields from the task) and every invariant a config must hold.
+
+Each check raises a :class:`ConfigError` whose message names the key and the value, so
+the command line can print it as one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, Literal
+
+from suite.config.schema import SECTIONS, Config, DataConfig, ModelConfig, TrainConfig
+from suite.config.schema import section_types as _types
+from suite.errors import ConfigError
+from suite.tasks import TASKS
+
+
+def resolve(config: Config) -> Config:
+    """Fill shape fields from the task, then validate. Idempotent."""
+    d = config.data
+    if d.task not in TASKS:
+        raise ConfigError(f"data.task={d.task!r} is unknown; choose one of: {', '.join(TASKS)}")
+    info = TASKS[d.task]
+    data = dataclasses.replace(
+        d,
+        index_dims=d.index_dims if d.index_dims is not None else info.index_dims,
+        channels=d.channels if d.channels is not None else info.channels,
+        num_classes=d.num_classes if d.num_classes is not None else info.num_classes,
+        pos_dim=d.pos_dim if d.pos_dim is not None else info.pos_dim,
+    )
+    model = config.model
+    if model.max_resolution is None and info.max_resolution is not None and data.pos_dim:
+        model = dataclasses.replace(model, max_resolution=info.max_resolution[:1] * data.pos_dim)
+    config = dataclasses.replace(config, data=data, model=model)
+    validate(config)
+    return config
+
+
+def describe_type(tp: Any) -> str:
+    """A type as the user reads it in an error: "an integer", "one of 'a', 'b'", ..."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if is_optional(tp):
+        inner = [a for a in args if a is not type(None)][0]
+        return f"{describe_type(inner)} or none"
+    if typing.get_origin(tp) is tuple:
+        return f"a list of {describe_type(args[0])}"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        tp, str(tp)
+    )
+
+
+def is_optional(tp: Any) -> bool:
+    import types
+
+    union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+    return union and type(None) in typing.get_args(tp)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _positive(key: str, value: int | float | None, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    ok = value >= 0 if allow_zero else value > 0
+    _require(ok, f"{key}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
+
+
+def validate(config: Config) -> None:
+    """Every invariant a config must hold; raises ConfigError naming key and value."""
+    for section in SECTIONS:  # Literal fields (dataclasses.replace in code bypasses coercion)
+        obj = getattr(config, section)
+        for name, tp in _types(type(obj)).items():
+            if typing.get_origin(tp) is Literal and getattr(obj, name) not in typing.get_args(tp):
+                raise ConfigError(
+                    f"{section}.{name}={getattr(obj, name)!r} is not {describe_type(tp)}")
+    _require(config.seed >= 0, f"seed={config.seed} must be >= 0")
+    _validate_model(config.model, config.data)
+    _validate_data(config.data)
+    _validate_train(config.train)
+
+
+def _validate_model(m: ModelConfig, d: DataConfig) -> None:
+    for name in ("num_latents", "latent_dim", "num_blocks", "num_cross_attends", "cross_heads",
+                 "self_heads", "cross_qk_channels", "widening_factor", "latent_init_scale",
+                 "fourier_bands", "learned_pos_dim", "learned_pos_init_scale", "num_layers",
+                 "hidden_dim", "patch_size"):
+        _positive(f"model.{name}", getattr(m, name))
+    _positive("model.self_attends_per_block", m.self_attends_per_block, allow_zero=True)
+    _require(0.0 <= m.dropout < 1.0, f"model.dropout={m.dropout} must be in [0, 1)")
+    if m.kind == "perceiver":
+        _validate_perceiver(m)
+    if m.kind in ("transformer", "vit"):
+        _require(m.hidden_dim % m.self_heads == 0,
+                 f"model.self_heads={m.self_heads} must divide model.hidden_dim={m.hidden_dim}")
+    if m.kind in ("vit", "convnet"):
+        _require(len(d.index_dims or ()) == 2 and d.pos_dim is None,
+                 f"model.kind={m.kind!r} needs a 2-D image task, not data.task={d.task!r} "
+                 f"with data.index_dims={list(d.index_dims or ())}")
+    if m.kind == "vit":
+        _require(all(n % m.patch_size == 0 for n in d.index_dims),
+                 f"model.patch_size={m.patch_size} must divide "
+                 f"data.index_dims={list(d.index_dims)}")
+    if m.max_resolution is not None:
+        _require(all(r > 0 for r in m.max_resolution),
+                 f"model.max_resolution={list(m.max_resolution)} must be > 0")
+        n_pos = d.pos_dim or len(d.index_dims or ())
+        _require(len(m.max_resolution) in (1, n_pos),
+                 f"model.max_resolution={list(m.max_resolution)} needs 1 or {n_pos} values "
+                 f"(one per position dimension)")
+
+
+def _validate_perceiver(m: ModelConfig) -> None:
+    if m.cross_attend_placement == "interleaved":
+        _require(m.num_cross_attends <= m.num_blocks and m.num_blocks % m.num_cross_attends == 0,
+                 f"model.num_cross_attends={m.num_cross_attends} must divide "
+                 f"model.num_blocks={m.num_blocks} when placement is interleaved")
+    _require(m.latent_dim % m.self_heads == 0,
+             f"model.self_heads={m.self_heads} must divide model.latent_dim={m.latent_dim}")
+    if m.cross_qk_channels is not None:
+        _require(m.cross_qk_channels % m.cross_heads == 0,
+                 f"model.cross_heads={m.cross_heads} must divide "
+                 f"model.cross_qk_channels={m.cross_qk_channels}")
+
+
+def _validate_data(d: DataConfig) -> None:
+    assert d.index_dims is not None and d.channels is not None and d.num_classes is not None
+    _require(len(d.index_dims) >= 1 and all(n > 0 for n in d.index_dims),
+             f"data.index_dims={list(d.index_dims)} must be positive sizes")
+    _positive("data.channels", d.channels)
+    _require(d.num_classes >= 2, f"data.num_classes={d.num_classes} must be >= 2")
+    _positive("data.pos_dim", d.pos_dim)
+    _require(0.0 < d.eval_fraction < 1.0,
+             f"data.eval_fraction={d.eval_fraction} must be in (0, 1)")
+    _positive("data.train_limit", d.train_limit)
+    _positive("data.eval_limit", d.eval_limit)
+    _positive("data.permutation_seed", d.permutation_seed, allow_zero=True)
+    _positive("data.num_workers", d.num_workers, allow_zero=True)
+    _positive("data.prefetch", d.prefetch)
+
+
+def _validate_train(t: TrainConfig) -> None:
+    for name in ("steps", "batch_size", "eval_batch_size", "learning_rate", "grad_clip",
+                 "checkpoint_every", "log_every", "keep_checkpoints"):
+        _positive(f"train.{name}", getattr(t, name))
+    for name in ("warmup_steps", "weight_decay", "eval_every"):
+        _positive(f"train.{name}", getattr(t, name), allow_zero=True)
+    _require(t.warmup_steps < t.steps,
+             f"train.warmup_steps={t.warmup_steps} must be < train.steps={t.steps}")
+    _require(0.0 <= t.label_smoothing < 1.0,
+             f"train.label_smoothing={t.label_smoothing} must be in [0, 1)")

@@ -1,0 +1,25 @@
+"""Which reader loads each task (``data.task`` -> a function of the data config)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from suite.config import DataConfig
+from suite.data import folders, formats, procedural
+from suite.data.sources import Split
+
+READERS: dict[str, Callable[[DataConfig], tuple[Split, Split]]] = {
+    "digits": procedural.digits,
+    "mnist": formats.idx_images,
+    "fashion_mnist": formats.idx_images,
+    "cifar10": formats.cifar,
+    "cifar100": formats.cifar,
+    "image_folder": folders.image_folder,
+    "imagenet": folders.image_folder,
+    "modelnet40": formats.modelnet40,
+    "shapes3d": procedural.shapes3d,
+    "mnist1d": procedural.mnist1d,
+    "wav_folder": folders.wav_folder,
+    "audioset": procedural.no_loader,
+    "synthetic": procedural.synthetic,
+}

@@ -1,0 +1,164 @@
+"""Position encodings (Fourier features as the official code, learned) and the input
+adapter that attaches them.
+
+The features are pure functions of positions; the adapter decides where positions come
+from (an input grid, explicit point coordinates, or a permutation of grid items).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from suite.config import ModelConfig
+from suite.errors import ConfigError
+from suite.models.layers import linear
+
+
+def grid_positions(index_dims: Sequence[int]) -> np.ndarray:
+    """Row-major grid coordinates in [-1, 1] with endpoints, ``[prod(index_dims), d]``.
+
+    Matches ``build_linear_positions`` in the official code: ``linspace(-1, 1, n)`` per
+    axis, ``meshgrid(indexing='ij')``, flattened.
+    """
+    axes = [np.linspace(-1.0, 1.0, n, endpoint=True, dtype=np.float32) for n in index_dims]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
+    return grid.reshape(-1, len(index_dims))
+
+
+def fourier_features(
+    positions: jnp.ndarray | np.ndarray,
+    num_bands: int,
+    max_resolution: Sequence[float],
+    *,
+    concat_pos: bool = True,
+    sine_only: bool = False,
+) -> jnp.ndarray:
+    """Fourier features of positions in [-1, 1], ``[..., d] -> [..., d * (2K + 1)]``.
+
+    Frequencies per dimension are ``linspace(1, max_resolution / 2, K)`` (linear, up to
+    Nyquist); features are ``sin(pi f x)`` and ``cos(pi f x)``. Channel order, as in the
+    official code: ``[x_1..x_d, sin(f_1 x_1)..sin(f_K x_1), .., sin(f_K x_d), cos(same)]``.
+    ``sine_only`` drops the cosines (width d(K + 1)); ``concat_pos=False`` drops the raw x.
+    """
+    xp = jnp if isinstance(positions, jnp.ndarray) and not isinstance(positions, np.ndarray) else np
+    d = positions.shape[-1]
+    if len(max_resolution) == 1:
+        max_resolution = tuple(max_resolution) * d
+    if len(max_resolution) != d:
+        raise ValueError(f"max_resolution has {len(max_resolution)} values for {d}-d positions")
+    freqs = np.stack(
+        [np.linspace(1.0, r / 2.0, num_bands, endpoint=True) for r in max_resolution]
+    ).astype(np.float32)  # [d, K]
+    # [..., d, 1] * [d, K] -> [..., d * K], dimension-major as in the official code.
+    scaled = (positions[..., :, None] * freqs).reshape(*positions.shape[:-1], d * num_bands)
+    parts = [xp.sin(np.pi * scaled)]
+    if not sine_only:
+        parts.append(xp.cos(np.pi * scaled))
+    if concat_pos:
+        parts.insert(0, positions)
+    return xp.concatenate(parts, axis=-1)
+
+
+def fourier_width(num_dims: int, num_bands: int, *, concat_pos: bool, sine_only: bool) -> int:
+    """Channels produced by :func:`fourier_features`: d(2K+1) by default."""
+    return num_dims * ((1 if sine_only else 2) * num_bands + (1 if concat_pos else 0))
+
+
+class LearnedPositions(nnx.Module):
+    """A learned table of position encodings, one row per input item, ``[M, width]``.
+
+    Paper Table 2 ("learned pos."): 128 channels; an init scale of 1.0 worked best.
+    """
+
+    def __init__(self, num_items: int, width: int, init_scale: float, *, rngs: nnx.Rngs):
+        init = nnx.initializers.truncated_normal(stddev=init_scale, lower=-2.0, upper=2.0)
+        self.table = nnx.Param(init(rngs.params(), (num_items, width)))
+
+    def __call__(self, index: jnp.ndarray | None = None) -> jnp.ndarray:
+        """Rows for item ``index`` (``[..., M]`` ints), or the whole table."""
+        table = self.table[...]
+        return table if index is None else table[index]
+
+
+class InputAdapter(nnx.Module):
+    """Flattens inputs to ``[B, M, C_in]`` and attaches position encodings.
+
+    Positions come, in order of precedence, from explicit coordinates
+    (``positions [B, M, p]`` in [-1, 1], e.g. point clouds), from grid item indices
+    (``index [B, M]`` ints, e.g. a fixed permutation of pixels: each item keeps the
+    encoding of where it came from), or from the input grid itself.
+    """
+
+    def __init__(
+        self, m: ModelConfig, index_dims: Sequence[int], channels: int, pos_dim: int | None,
+        *, rngs: nnx.Rngs,
+    ):
+        self.kind = m.position_encoding
+        self.combine = m.position_combine
+        self.index_dims = tuple(index_dims)
+        self.num_items = math.prod(index_dims)
+        self.explicit = pos_dim is not None
+        p = pos_dim if pos_dim is not None else len(index_dims)
+        self.bands = m.fourier_bands
+        self.max_resolution = tuple(m.max_resolution or tuple(float(n) for n in index_dims))
+        self.concat_pos, self.sine_only = m.concat_pos, m.sine_only
+        learned, project = None, None  # each attribute is assigned once (NNX pytree rule)
+        if self.kind == "fourier":
+            pos_width = fourier_width(
+                p, self.bands, concat_pos=self.concat_pos, sine_only=self.sine_only
+            )
+            if self.combine == "add":  # project the features to the input width, then add
+                project = linear(pos_width, channels, rngs=rngs)
+        elif self.kind == "learned":
+            if self.explicit:
+                raise ConfigError(
+                    "model.position_encoding='learned' needs a grid task; "
+                    "point clouds have no fixed item order"
+                )
+            pos_width = channels if self.combine == "add" else m.learned_pos_dim
+            learned = LearnedPositions(
+                self.num_items, pos_width, m.learned_pos_init_scale, rngs=rngs
+            )
+        else:
+            pos_width = 0
+        self.learned, self.project = learned, project
+        self.out_channels = channels + (pos_width if self.combine == "concat" else 0)
+
+    def _grid_features(self) -> np.ndarray:
+        return fourier_features(
+            grid_positions(self.index_dims), self.bands, self.max_resolution,
+            concat_pos=self.concat_pos, sine_only=self.sine_only,
+        )
+
+    def __call__(
+        self, inputs: jax.Array, positions: jax.Array | None = None, index: jax.Array | None = None
+    ) -> jax.Array:
+        batch = inputs.shape[0]
+        x = inputs.reshape(batch, -1, inputs.shape[-1])  # [B, M, C_in]
+        if self.kind == "none":
+            return x
+        if self.kind == "fourier":
+            if positions is not None:
+                pe = fourier_features(
+                    positions, self.bands, self.max_resolution,
+                    concat_pos=self.concat_pos, sine_only=self.sine_only,
+                )
+            elif self.explicit:
+                raise ValueError("this task has explicit positions: pass positions=[B, M, p]")
+            else:
+                pe = jnp.asarray(self._grid_features())  # constant, folded by XLA
+                pe = pe[index] if index is not None else pe
+            if self.project is not None:
+                pe = self.project(pe)
+        else:
+            pe = self.learned(index)
+        pe = jnp.broadcast_to(pe, (batch, *pe.shape[-2:])) if pe.ndim == 2 else pe
+        pe = pe.astype(x.dtype)
+        return jnp.concatenate([x, pe], axis=-1) if self.combine == "concat" else x + pe
+

@@ -1,0 +1,1 @@
+"""Sweeps: ablation specs expanded into runs, and the runner that trains them."""
