@@ -179,7 +179,7 @@ def _run(sub: argparse._SubParsersAction) -> None:
 def run_run(args: argparse.Namespace) -> int:
     from suite import config as cfg_lib
     from suite.errors import SpecError
-    from suite.files import write_text_atomic
+    from suite.files import write_json_atomic, write_text_atomic
     from suite.sweeps import spec as spec_lib
 
     spec = spec_lib.load(args.spec, max_runs=None if args.force else spec_lib.MAX_RUNS)
@@ -200,10 +200,17 @@ def run_run(args: argparse.Namespace) -> int:
     outcome = run_grid(runs, out, spec_name=spec.name, workers=args.workers,
                        retry_failed=args.retry_failed, stop_timeout=args.stop_timeout)
     write_text_atomic(out / "spec.toml", Path(args.spec).read_text())
+    write_json_atomic(out / "grid.json", {"spec": str(args.spec), "command": " ".join(
+        ["perceiver-suite", *(sys.argv[1:] if argv_is_ours() else ["run", str(args.spec)])])})
     print(f"{outcome.summary()}; results in {out / 'results.csv'}")
     for run_id, reason in outcome.errors.items():
         print(f"perceiver-suite: error: {run_id}: {reason}", file=sys.stderr)
     return outcome.exit_code
+
+
+def argv_is_ours() -> bool:
+    """Is ``sys.argv`` this command line (not, say, pytest's)?"""
+    return len(sys.argv) > 1 and sys.argv[1] in {"run", "report", "scaling", "bench"}
 
 
 # ----------------------------------------------------------------------------- report

@@ -16,7 +16,7 @@ from suite.sweeps import spec as spec_lib
 from suite.sweeps.results import read_runs, run_status
 from suite.sweeps.runner import run_grid
 
-ABLATIONS = sorted(Path(__file__).parent.parent.joinpath("ablations").glob("*.toml"))
+ABLATIONS = sorted(Path(__file__).parent.parent.joinpath("ablations").rglob("*.toml"))
 
 FAST = '''
 "train.steps" = 30

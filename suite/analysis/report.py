@@ -7,6 +7,7 @@ Imports nothing from the trainer: everything comes from the run folders.
 from __future__ import annotations
 
 import base64
+import contextlib
 import shlex
 import sys
 from pathlib import Path
@@ -26,7 +27,7 @@ from suite.analysis.tables import (
     to_latex,
     to_markdown,
 )
-from suite.files import read_jsonl, write_text_atomic
+from suite.files import read_json, read_jsonl, write_text_atomic
 
 TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("suite.analysis", "templates"),
@@ -39,8 +40,13 @@ def provenance(frame: pd.DataFrame, out: Path, spec: ReportSpec) -> dict[str, st
     machines = sorted({m for m in frame.get("machine", pd.Series(dtype=str)).dropna()})
     spec_arg = f"ablations/{spec.name}.toml" if spec.name else "SPEC"
     has_events = any((Path(out) / "runs").glob("*/events.out.tfevents.*"))
+    run = f"perceiver-suite run {spec_arg} --out {out}"
+    grid = Path(out) / "grid.json"  # what the runner recorded, where it recorded it
+    if grid.exists():
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            run = read_json(grid)["command"]
     return {
-        "run": f"perceiver-suite run {spec_arg} --out {out}",
+        "run": run,
         "report": "perceiver-suite report " + " ".join(shlex.quote(a) for a in sys.argv[2:])
         if len(sys.argv) > 2 and sys.argv[1] == "report" else f"perceiver-suite report {out}",
         "machine": "; ".join(machines) if machines else "unknown",

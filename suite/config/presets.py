@@ -48,7 +48,8 @@ def _audioset() -> Config:
     )
 
 
-def _small(task: str, **model: Any) -> Callable[[], Config]:
+def _small(task: str, train: dict[str, Any] | None = None, **model: Any
+           ) -> Callable[[], Config]:
     """A CPU-sized Perceiver: 64x128 latents, 2 blocks of 2 self-attends, 2 cross-attends."""
 
     def make() -> Config:
@@ -57,15 +58,12 @@ def _small(task: str, **model: Any) -> Callable[[], Config]:
             num_cross_attends=2, self_heads=4, fourier_bands=8,
         )
         m.update(model)
-        return Config(
-            model=ModelConfig(**m),
-            data=DataConfig(task=task),
-            train=TrainConfig(
-                optimizer="lamb", learning_rate=2e-3, schedule="constant_cosine",
-                batch_size=64, steps=600, weight_decay=1e-2, grad_clip=10.0, eval_every=200,
-                checkpoint_every=200, log_every=25,
-            ),
-        )
+        t = dict(optimizer="lamb", learning_rate=2e-3, schedule="constant_cosine",
+                 batch_size=64, steps=600, weight_decay=1e-2, grad_clip=10.0, eval_every=200,
+                 checkpoint_every=200, log_every=25)
+        t.update(train or {})
+        return Config(model=ModelConfig(**m), data=DataConfig(task=task),
+                      train=TrainConfig(**t))
 
     return make
 
@@ -75,7 +73,12 @@ PRESETS: dict[str, Callable[[], Config]] = {
     "modelnet40": _modelnet40,
     "audioset": _audioset,
     "digits": _small("digits", num_latents=32, latent_dim=64, fourier_bands=4),
-    "fashion_mnist": _small("fashion_mnist"),
+    # Sized for a 2-core CPU (about 250 examples/s): 500 steps of 32 are a quarter epoch
+    # (about 79% eval accuracy); AdamW trains faster than LAMB at this batch size.
+    "fashion_mnist": _small("fashion_mnist", latent_dim=64,
+                            train={"optimizer": "adamw", "learning_rate": 2e-3,
+                                   "weight_decay": 1e-4, "batch_size": 32, "steps": 500,
+                                   "eval_every": 250, "checkpoint_every": 250}),
     "mnist": _small("mnist"),
     "cifar10": _small("cifar10", fourier_bands=16),
     "mnist1d": _small("mnist1d", num_latents=32, latent_dim=64, fourier_bands=16),

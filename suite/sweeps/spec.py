@@ -109,8 +109,10 @@ def _header(raw: dict[str, Any], path: Path) -> tuple[str, str, list[int]]:
     """name, preset and seeds, checked."""
     where = str(path)
     name = raw.get("name", path.stem)
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise SpecError(f"{where}: name={name!r} must be a plain string (letters, digits, _.-)")
+    if (not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*", name)
+            or any(part in (".", "..") for part in name.split("/"))):
+        raise SpecError(f"{where}: name={name!r} must be a plain string (letters, digits, _.-; "
+                        "'/' groups results, e.g. fashion_mnist/latents)")
     preset = raw.get("preset", cfg_lib.DEFAULT_PRESET)
     if preset not in cfg_lib.PRESETS:
         raise SpecError(f"{where}: preset={preset!r} is unknown; choose one of: "
