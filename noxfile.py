@@ -1,7 +1,10 @@
 """Sessions: ``nox -s demo`` (the main job), ``nox -s tests``, and the suite's other jobs.
 
 Every session installs the package and its dependencies into its own virtualenv, so a
-fresh machine needs only Python and nox.
+fresh machine needs only Python and nox. On a GPU or TPU machine, name the extra:
+``PERCEIVER_SUITE_EXTRAS=cuda nox -s demo`` installs jax's CUDA wheels; jobs then run on
+whatever JAX finds (set ``JAX_PLATFORMS`` to choose). Tests run on the CPU unless
+``JAX_PLATFORMS`` says otherwise.
 """
 
 from __future__ import annotations
@@ -15,18 +18,21 @@ nox.options.sessions = ["tests"]
 nox.options.reuse_existing_virtualenvs = True
 PYTHON = os.environ.get("NOX_PYTHON") or None  # default: the interpreter running nox
 
-CPU_ENV = {"JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu"), "TF_CPP_MIN_LOG_LEVEL": "2"}
+TEST_ENV = {"JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu"), "TF_CPP_MIN_LOG_LEVEL": "2"}
+JOB_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2"}  # JAX_PLATFORMS passes through if set
+EXTRAS = [e.strip() for e in os.environ.get("PERCEIVER_SUITE_EXTRAS", "").split(",") if e.strip()]
 
 
-def _install(session: nox.Session, extras: str = "") -> None:
-    session.install("-e", f".[{extras}]" if extras else ".")
+def _install(session: nox.Session, *extras: str) -> None:
+    wanted = [*extras, *EXTRAS]
+    session.install("-e", f".[{','.join(wanted)}]" if wanted else ".")
 
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The test suite (fast on 2 CPU cores). Extra arguments go to pytest."""
     _install(session, "test")
-    session.run("pytest", *(session.posargs or ["-q", "-n", "2"]), env=CPU_ENV)
+    session.run("pytest", *(session.posargs or ["-q", "-n", "2"]), env=TEST_ENV)
 
 
 @nox.session(python=PYTHON)
@@ -40,8 +46,8 @@ def lint(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """The main job: train the demo grid on the bundled digits, then write its report."""
     _install(session)
-    session.run("perceiver-suite", "run", "ablations/demo.toml", *session.posargs, env=CPU_ENV)
-    session.run("perceiver-suite", "report", "results/demo", env=CPU_ENV)
+    session.run("perceiver-suite", "run", "ablations/demo.toml", *session.posargs, env=JOB_ENV)
+    session.run("perceiver-suite", "report", "results/demo", env=JOB_ENV)
     _render_check(session, "results/demo/report/index.html")
 
 
@@ -52,10 +58,10 @@ def ablate(session: nox.Session) -> None:
         session.error("usage: nox -s ablate -- SPEC [perceiver-suite run options]")
     _install(session)
     spec = session.posargs[0]
-    session.run("perceiver-suite", "run", *session.posargs, env=CPU_ENV)
+    session.run("perceiver-suite", "run", *session.posargs, env=JOB_ENV)
     out = next((session.posargs[i + 1] for i, a in enumerate(session.posargs[:-1])
                 if a == "--out"), os.path.join("results", _spec_name(spec)))
-    session.run("perceiver-suite", "report", out, env=CPU_ENV)
+    session.run("perceiver-suite", "report", out, env=JOB_ENV)
 
 
 @nox.session(python=PYTHON)
@@ -64,7 +70,7 @@ def report(session: nox.Session) -> None:
     _install(session)
     folders = session.posargs or ["results/demo"]
     for folder in folders:
-        session.run("perceiver-suite", "report", folder, env=CPU_ENV)
+        session.run("perceiver-suite", "report", folder, env=JOB_ENV)
         _render_check(session, os.path.join(folder, "report", "index.html"))
 
 
@@ -72,14 +78,14 @@ def report(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Input pipeline vs train step throughput: writes results/bench/pipeline.{csv,md}."""
     _install(session)
-    session.run("perceiver-suite", "bench", *session.posargs, env=CPU_ENV)
+    session.run("perceiver-suite", "bench", *session.posargs, env=JOB_ENV)
 
 
 @nox.session(python=PYTHON)
 def scaling(session: nox.Session) -> None:
     """Perceiver vs Transformer compute against input size: writes results/scaling/."""
     _install(session)
-    session.run("perceiver-suite", "scaling", *session.posargs, env=CPU_ENV)
+    session.run("perceiver-suite", "scaling", *session.posargs, env=JOB_ENV)
 
 
 @nox.session(python=PYTHON)
@@ -87,7 +93,7 @@ def describe(session: nox.Session) -> None:
     """Describe a config: ``nox -s describe -- --preset imagenet``."""
     _install(session)
     session.run("perceiver-suite", "describe", *(session.posargs or ["--preset", "imagenet"]),
-                env=CPU_ENV)
+                env=JOB_ENV)
 
 
 def _spec_name(spec: str) -> str:

@@ -109,4 +109,4 @@ def test_modules_and_functions_stay_small(module):
 
 def test_the_listing_reads_as_the_flow():
     folders = sorted(p.name for p in SUITE.iterdir() if p.is_dir() and p.name != "__pycache__")
-    assert folders == ["analysis", "config", "data", "models", "sweeps", "training"]
+    assert folders == ["analysis", "cli", "config", "data", "models", "sweeps", "training"]

@@ -225,30 +225,46 @@ def test_sigterm_during_compilation_exits_cleanly_and_the_rerun_starts_normally(
 def test_exit_statuses_of_workers_are_classified():
     assert classify(0) == "completed" and classify(1) == "failed"
     assert classify(2) == "error" and classify(3) == "elsewhere"
+    assert classify(4) == "resource"  # out of memory: retried once, then interrupted
     assert classify(128 + signal.SIGTERM) == "stopped"
-    assert classify(-signal.SIGKILL) == "interrupted"  # the OOM killer, kill -9
-    assert classify(128 + signal.SIGKILL) == "interrupted"  # the same, seen through a shell
+    assert classify(-signal.SIGKILL) == "resource"  # the OOM killer, kill -9
+    assert classify(128 + signal.SIGKILL) == "resource"  # the same, seen through a shell
+
+
+def kill_the_worker(run_dir, checkpoint, proc, not_pid=None):
+    """SIGKILL the process training ``run_dir`` once it has saved ``checkpoint``; its pid."""
+    deadline = time.time() + 120
+    while True:
+        assert time.time() < deadline and proc.poll() is None
+        holder = lock.holder(run_dir).split()
+        if (run_dir / "checkpoints" / str(checkpoint)).exists() and len(holder) == 2 \
+                and int(holder[1]) != not_pid:
+            break
+        time.sleep(0.02)
+    os.kill(int(holder[1]), signal.SIGKILL)
+    return int(holder[1])
 
 
 @pytest.mark.slow
-def test_a_worker_killed_by_sigkill_is_resumed_by_the_next_runner_without_flags(tmp_path):
-    runs, path = grid_spec(tmp_path, steps=200, grid='"model.num_latents" = [4]')
+def test_a_worker_killed_by_sigkill_is_retried_then_resumed_by_the_next_runner(tmp_path):
+    runs, path = grid_spec(tmp_path, steps=2000, grid='"model.num_latents" = [4]')
+    path.write_text(path.read_text().replace('"train.checkpoint_every" = 10',
+                                             '"train.checkpoint_every" = 100'))
+    runs = spec_lib.expand(spec_lib.load(path))
     out = tmp_path / "out"
     run_dir = out / "runs" / runs[0].id
     proc = subprocess.Popen([sys.executable, "-m", "suite", "run", str(path), "--out", str(out)],
                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (run_dir / "checkpoints" / "10").exists():
-        assert time.time() < deadline and proc.poll() is None
-        time.sleep(0.05)
-    worker_pid = int(lock.holder(run_dir).split()[1])
-    os.kill(worker_pid, signal.SIGKILL)
+    first = kill_the_worker(run_dir, 100, proc)  # the runner retries it once, at once ...
+    kill_the_worker(run_dir, 100, proc, not_pid=first)  # ... and once more is too many
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 1 and "interrupted (killed by SIGKILL)" in err
-    assert run_status(run_dir) == "partial"
-    outcome = run_grid(runs, out, progress=False)
+    assert proc.returncode == 1, err
+    assert "interrupted (killed by SIGKILL (the OOM killer?)); retrying once" in err
+    assert run_status(run_dir) == "interrupted"
+    outcome = run_grid(runs, out, progress=False)  # no --retry-failed
     assert outcome.completed == [runs[0].id] and outcome.exit_code == 0
-    assert "resuming from step" in (run_dir / "train.log").read_text()
+    assert "resuming from step 100" in (run_dir / "train.log").read_text()
+    assert (run_dir / "summary_interrupted_1.json").exists()  # the reason, kept
 
 
 def stuck_worker(self, run_dir, slot):

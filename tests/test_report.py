@@ -140,3 +140,48 @@ def test_a_folder_without_runs_is_a_clear_error(tmp_path):
 
     with pytest.raises(SuiteError, match="no run folders"):
         write_report(tmp_path)
+
+
+def partial_grid(tmp_path, failing_sharing=None, completed=True):
+    """latents x weight sharing x 2 seeds; every run of one sharing level (or all) failed."""
+    out = tmp_path / "partial"
+    for latents in (8, 16):
+        for sharing in (True, False):
+            for seed in (0, 1):
+                run = out / "runs" / f"n{latents}_{sharing}_s{seed}"
+                run.mkdir(parents=True)
+                config = {"seed": seed, "model": {"num_latents": latents,
+                                                  "weight_sharing": sharing},
+                          "data": {"task": "digits"}, "train": {"steps": 10}}
+                (run / "config.json").write_text(json.dumps(config))
+                ok = completed and sharing != failing_sharing
+                summary = ({"status": "completed", "metrics": {
+                    "eval/accuracy": 0.5 + latents / 100 + seed / 100, "eval/loss": 1.0,
+                    "train/accuracy": 0.6, "train/loss": 0.9}} if ok else
+                    {"status": "failed", "failure": "diverged", "metrics": {},
+                     "reason": "non-finite loss within steps 1..10"})
+                (run / "summary.json").write_text(json.dumps(summary))
+    (out / "spec.toml").write_text('name = "partial"\npreset = "digits"\nseeds = [0, 1]\n'
+                                   '[grid]\n"model.num_latents" = [8, 16]\n'
+                                   '"model.weight_sharing" = [true, false]\n'
+                                   '[report]\nx = "model.weight_sharing"\n'
+                                   'hue = "model.num_latents"\n')
+    return out
+
+
+@pytest.mark.parametrize("failing,completed", [(False, True), (True, True), (None, False)],
+                         ids=["one hue level diverged", "the other", "nothing completed"])
+def test_partial_grids_still_get_tables_pages_and_the_plots_that_make_sense(
+        tmp_path, failing, completed):
+    out = partial_grid(tmp_path, failing, completed)
+    written = write_report(out)
+    for name in ("table.md", "table.tex", "table.csv", "index.html"):
+        assert name in written
+    md = (out / "report" / "table.md").read_text()
+    assert "Runs that did not complete" in md and "non-finite loss" in md
+    plots = [n for n in written if n.endswith(".png")]
+    if completed:  # the metric against each knob, with the surviving level alone
+        assert "eval_accuracy_vs_weight_sharing.png" in plots
+        assert "eval_accuracy_vs_num_latents.png" in plots
+    else:
+        assert not any(n.startswith("eval_accuracy_vs") for n in plots)

@@ -61,3 +61,17 @@ def test_scaling_command_records_a_size_that_does_not_fit(tmp_path):
     (out / "scaling.md").unlink()
     replot(out)  # the table and plots come back from the CSV alone
     assert (out / "scaling.md").read_text() == written
+
+
+def test_the_time_budget_bounds_the_timed_steps_and_setup_is_reported_apart():
+    from suite.analysis.scaling import _measure_in_subprocess
+
+    config = scaling_config("perceiver", 8, TINY)
+    row = _measure_in_subprocess(config, batch=1, steps=2, budget_s=60)
+    assert row["status"] == "measured"
+    assert row["startup_seconds"] > 0 and row["compile_seconds_measured"] > 0
+    assert row["step_seconds"] > 0 and row["peak_rss_bytes"] > 0
+    # A budget far below one step: setup (seconds) is not counted, the timed steps are.
+    late = _measure_in_subprocess(config, batch=1, steps=100_000, budget_s=0.5)
+    assert late["status"] == "measure timed out in the timed steps (> 0s)"
+    assert late["compile_seconds_measured"] > 0

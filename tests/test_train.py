@@ -66,9 +66,14 @@ def test_digits_run_learns_well_above_chance_and_logs_to_tensorboard(tmp_path):
     summary = train_and_evaluate(config, tmp_path / "run", progress=False, log=lambda m: None)
     assert summary["status"] == "completed"
     assert summary["metrics"]["eval/accuracy"] > 0.6  # chance is 0.1
-    for key in ("flops_per_step_xla", "achieved_flops_per_s", "compile_seconds",
-                "peak_rss_bytes", "wall_seconds", "params"):
+    for key in ("flops_per_step_analytic", "flops_per_step_xla", "achieved_flops_per_s",
+                "peak_flops_per_s", "mfu", "compile_seconds", "peak_rss_bytes",
+                "wall_seconds", "params"):
         assert summary[key] > 0
+    assert summary["flops_per_step_analytic"] == pytest.approx(
+        3 * config.train.batch_size * summary["flops_forward_analytic"])
+    assert summary["device_peak_bytes"] is None  # the CPU has no device allocator
+    assert "measured" in summary["peak_flops_source"]
     for name in ("config.json", "metrics.jsonl", "summary.json", "checkpoints"):
         assert (tmp_path / "run" / name).exists()
     scalars = tensorboard_scalars(tmp_path / "run")  # the same rows as metrics.jsonl

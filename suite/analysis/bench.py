@@ -19,8 +19,9 @@ from suite import config as cfg_lib
 from suite import data as data_lib
 from suite.errors import DataError
 from suite.files import write_text_atomic
+from suite.models.flops import train_flops
 from suite.models.registry import build_model
-from suite.training.devices import machine_description
+from suite.training.devices import machine_description, peak_flops
 from suite.training.optim import optimizer as make_optimizer
 from suite.training.optim import schedule as make_schedule
 from suite.training.steps import Steps
@@ -120,7 +121,11 @@ def pipeline_vs_step(tasks: list[str], steps: int = 20, batches: int = 50) -> li
         bs = config.train.batch_size
         pipe = pipeline_throughput(ds, bs, batches)
         step = step_throughput(config, ds, steps)
+        flops = train_flops(config, 1) * step  # analytic train FLOP/s
+        peak, _ = peak_flops("float32")
         rows.append({"task": task, "status": "ok", "batch_size": bs,
+                     "train_GFLOP_per_s": round(flops / 1e9, 2),
+                     "mfu": round(flops / peak, 3),
                      "pipeline_examples_per_s": round(pipe, 1),
                      "train_step_examples_per_s": round(step, 1),
                      "headroom": round(pipe / step, 1)})
@@ -141,6 +146,8 @@ def write(rows: list[dict[str, Any]], out: Path, command: str,
         md += ["# Train-step dispatch: nnx.jit vs split state + jax.jit", "",
                pd.DataFrame(overhead).to_markdown(index=False), ""]
     md += [f"- command: `{command}`", f"- machine: {machine_description()}", "",
-          "headroom = pipeline throughput / train-step throughput (single process loader).", ""]
+          "headroom = pipeline throughput / train-step throughput (single process loader).",
+          "train GFLOP/s: analytic train FLOPs (3 x forward) per second; mfu: that over "
+          f"the peak ({peak_flops('float32')[1]}).", ""]
     write_text_atomic(out / "pipeline.md", "\n".join(md))
     return out / "pipeline.md"

@@ -20,6 +20,7 @@ def describe(config: Config, *, xla: bool = True) -> dict[str, Any]:
     }
     analytic = flops.analytic_flops(config)
     out["flops_analytic"] = analytic["total"]
+    out["flops_train_analytic"] = 3.0 * analytic["total"]  # per example: 3 x forward
     out["flops_analytic_breakdown"] = {k: v for k, v in analytic.items() if k != "total"}
     if xla:
         cost = flops.xla_forward_flops(config)
@@ -68,6 +69,8 @@ def render(info: dict[str, Any]) -> str:
     for part, value in info["flops_analytic_breakdown"].items():
         if value:
             lines.append(f"  {part:<24} = {_fmt_flops(value)}")
+    lines.append(f"train FLOPs / example      = {_fmt_flops(info['flops_train_analytic'])}"
+                 "  (3 x forward: the forward pass and a backward of twice its cost)")
     if "flops_xla" in info:
         lines.append(f"XLA forward FLOPs/example  = {_fmt_flops(info['flops_xla'])}"
                      f"  ({100 * info['flops_xla_ratio']:.1f}% of analytic; compiled in "

@@ -58,9 +58,12 @@ def _label(spec: ReportSpec, frame: pd.DataFrame) -> pd.Series:
 
 def metric_vs_knob(frame: pd.DataFrame, spec: ReportSpec, x: str, hue: str | None,
                    out_dir: Path) -> list[Path]:
-    done = frame[frame["status"] == "completed"].copy()
-    if done.empty or spec.metric not in done:
-        return []
+    done = frame[frame["status"] == "completed"].dropna(subset=[spec.metric]).copy() \
+        if spec.metric in frame else frame.iloc[0:0]
+    if done.empty or x not in done:
+        return []  # nothing completed: the tables list the failures
+    if hue and (hue not in done or done[hue].nunique() < 2):
+        hue = None  # one level left among completed runs (the others failed): no legend
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     numeric = pd.api.types.is_numeric_dtype(done[x]) and not pd.api.types.is_bool_dtype(done[x])
     if hue:

@@ -1,19 +1,22 @@
 """Compute against input size: Perceiver O(MN + LN^2) vs Transformer O(LM^2).
 
 For each model and input size M, the train step is compiled on abstract shapes (no data,
-no weights) to read XLA's FLOPs, bytes accessed and predicted peak memory; then, where
-the prediction fits this machine and the time budget, the step runs for real in a
-separate process that reports its step time and peak RSS. Sizes that cannot run are
-recorded with the reason, never crashed on.
+no weights) to read XLA's FLOPs, bytes accessed and predicted peak memory, beside the
+analytic train FLOPs (3 x forward, the figure to trust: XLA's count misses GPU library
+calls); then, where the prediction fits (90% of a device's memory on accelerators, 70%
+of the host's available memory on CPUs), the step runs for real in a separate process
+that reports its start-up, compile and step times and its peak memory. The time budget
+bounds the timed steps only. Sizes that cannot run are recorded with the reason.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
+import queue
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -75,17 +78,6 @@ def scaling_config(model: str, side: int, overrides: dict[str, Any], two_d: bool
     })
 
 
-def available_memory_bytes() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
 def _abstract_step(config: Config, batch: int):
     import jax
     import jax.numpy as jnp
@@ -111,7 +103,7 @@ def _abstract_step(config: Config, batch: int):
 
 def analyse(config: Config, batch: int) -> dict[str, Any]:
     """Compile the train step on abstract shapes: FLOPs, bytes, predicted memory."""
-    from suite.models.flops import analytic_flops, cost_of
+    from suite.models.flops import analytic_flops, cost_of, train_flops
     from suite.models.registry import abstract_model, count_params
 
     steps, state, batch_shapes, _ = _abstract_step(config, batch)
@@ -126,6 +118,7 @@ def analyse(config: Config, batch: int) -> dict[str, Any]:
                      + mem.temp_size_in_bytes - mem.alias_size_in_bytes)
     return {
         "params": count_params(abstract_model(config)),
+        "flops_train_per_example_analytic": train_flops(config, 1),  # 3 x forward
         "flops_train_step_xla": cost["flops"],
         "flops_per_example_xla": cost["flops"] / batch,
         "bytes_accessed_xla": cost["bytes_accessed"],
@@ -135,14 +128,15 @@ def analyse(config: Config, batch: int) -> dict[str, Any]:
     }
 
 
-def measure(config: Config, batch: int, steps: int) -> dict[str, Any]:
-    """Run the train step for real (call in a fresh process): median step time, peak RSS."""
-    import resource
-
+def measure(config: Config, batch: int, steps: int, emit=print) -> None:
+    """Run the train step for real (in a fresh process), emitting JSON lines as it goes:
+    ``started`` (imports and model built), ``compiled``, then ``done`` with the median
+    step time and peak memory (device where there is one, host RSS always)."""
     import jax
     from flax import nnx
 
     from suite.models.registry import build_model
+    from suite.training import devices
     from suite.training.optim import optimizer, schedule
     from suite.training.steps import Steps
 
@@ -156,35 +150,75 @@ def measure(config: Config, batch: int, steps: int) -> dict[str, Any]:
         "inputs": rng.normal(size=(batch, *d.index_dims, d.channels)).astype(np.float32),
         "label": rng.integers(0, d.num_classes, batch).astype(np.int32),
     }
+    emit(json.dumps({"event": "started"}))
+    start = time.perf_counter()
     step = fns.train_step.lower(state, batch_data).compile()
-    state, m = step(state, batch_data)  # burn-in
+    state, m = step(state, batch_data)  # burn-in (and autotuning, on GPUs)
     jax.block_until_ready(m)
+    emit(json.dumps({"event": "compiled", "seconds": time.perf_counter() - start}))
     times = []
     for _ in range(steps):
         start = time.perf_counter()
         state, m = step(state, batch_data)
         jax.block_until_ready(m)
         times.append(time.perf_counter() - start)
-    return {
+    emit(json.dumps({
+        "event": "done",
         "step_seconds": float(np.median(times)),
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss_bytes": devices.host_peak_rss_bytes(),
+        "device_peak_bytes": devices.peak_device_bytes(),
         "loss_finite": bool(np.isfinite(float(m["loss"]))),
-    }
+    }))
 
 
-def _measure_in_subprocess(config: Config, batch: int, steps: int, budget_s: float
-                           ) -> dict[str, Any]:
+def _measure_in_subprocess(config: Config, batch: int, steps: int, budget_s: float,
+                           setup_s: float = 900.0) -> dict[str, Any]:
+    """Measure in a child process. ``budget_s`` bounds the timed steps only; process
+    start (imports, model) and compilation are timed and reported apart, bounded by
+    ``setup_s``."""
     payload = json.dumps({"config": cfg_lib.to_dict(config), "batch": batch, "steps": steps})
+    proc = subprocess.Popen([sys.executable, "-m", "suite.analysis.scaling", payload],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str | None] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout] + [lines.put(None)],
+                     daemon=True).start()
+    launched, row, deadline = time.perf_counter(), {}, time.perf_counter() + setup_s
     try:
-        proc = subprocess.run([sys.executable, "-m", "suite.analysis.scaling", payload],
-                              capture_output=True, text=True, timeout=budget_s)
-    except subprocess.TimeoutExpired:
-        return {"status": f"measure timed out (> {budget_s:.0f}s budget)"}
-    if proc.returncode != 0:
+        while True:
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.perf_counter()))
+            except queue.Empty:
+                phase = "the timed steps" if "compile_seconds_measured" in row else "setup"
+                limit = budget_s if phase == "the timed steps" else setup_s
+                return {**row, "status": f"measure timed out in {phase} (> {limit:.0f}s)"}
+            if line is None:
+                break
+            event = json.loads(line) if line.startswith("{") else {}
+            if event.get("event") == "started":
+                row["startup_seconds"] = time.perf_counter() - launched
+            elif event.get("event") == "compiled":
+                row["compile_seconds_measured"] = event["seconds"]
+                deadline = time.perf_counter() + budget_s  # the budget starts now
+            elif event.get("event") == "done":
+                row.update({k: v for k, v in event.items() if k != "event"})
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    if proc.returncode != 0 or "step_seconds" not in row:
         why = "killed (out of memory?)" if proc.returncode < 0 else "failed"
-        last = (proc.stderr.strip().splitlines() or [""])[-1][:160]
-        return {"status": f"measure {why}: {last}"}
-    return {"status": "measured", **json.loads(proc.stdout.strip().splitlines()[-1])}
+        last = (proc.stderr.read().strip().splitlines() or [""])[-1][:160]
+        return {**row, "status": f"measure {why}: {last}"}
+    return {**row, "status": "measured"}
+
+
+def memory_limit() -> int:
+    """Memory one point may use: 90% of one device's on accelerators, else 70% of the
+    host's available memory."""
+    from suite.training import devices
+
+    device = devices.device_memory_bytes()
+    return int(0.9 * device) if device else int(0.7 * devices.available_host_bytes())
 
 
 def sweep(models: list[str], sides: list[int], *, batch: int = 2, do_measure: bool = True,
@@ -195,8 +229,9 @@ def sweep(models: list[str], sides: list[int], *, batch: int = 2, do_measure: bo
     """Every (model, size) point: compile analysis, then a measurement where it fits.
 
     ``latents`` varies the Perceiver's N: one line per value, labelled ``perceiver N=...``.
+    After a size times out, the larger sizes of that model are not measured.
     """
-    limit = max_memory_bytes or int(0.7 * available_memory_bytes())
+    limit = max_memory_bytes or memory_limit()
     variants: list[tuple[str, str, dict[str, Any]]] = []
     for model in models:
         if model == "perceiver" and latents:
@@ -208,34 +243,38 @@ def sweep(models: list[str], sides: list[int], *, batch: int = 2, do_measure: bo
         skip_rest = None
         for side in sides:
             config = scaling_config(model, side, {**(overrides or {}), **extra}, two_d)
-            m_items = math.prod(config.data.index_dims)
-            row: dict[str, Any] = {"model": label, "M": m_items,
-                                   "index_dims": "x".join(map(str, config.data.index_dims)),
-                                   "batch": batch}
-            try:
-                row.update(analyse(config, batch))
-            except Exception as e:  # a size XLA cannot even compile is a result, too
-                row["status"] = f"compile failed: {type(e).__name__}: {str(e)[:120]}"
-                rows.append(row)
-                continue
-            predicted = row["predicted_memory_bytes"]
-            if not do_measure:
-                row["status"] = "analysed"
-            elif predicted is not None and predicted > limit:
-                row["status"] = (f"does not fit: predicted {predicted / 2**30:.1f} GiB > "
-                                 f"{limit / 2**30:.1f} GiB usable")
-            elif skip_rest:
-                row["status"] = skip_rest
-            else:
-                row.update(_measure_in_subprocess(config, batch, steps, budget_s))
-                if row["status"].startswith("measure timed out"):
-                    skip_rest = f"not measured: a smaller size exceeded the {budget_s:.0f}s budget"
-            log(f"{label:<12} M={m_items:>7,}  {row['flops_per_example_xla'] / 1e9:9.3f} "
-                f"GFLOPs/ex  mem {0 if predicted is None else predicted / 2**30:7.2f} GiB  "
-                f"{row['status']}" + (f"  {row['step_seconds']:.3f}s/step"
-                                      if "step_seconds" in row else ""))
+            row = point(config, label, batch, measure_it=do_measure, skip=skip_rest,
+                        limit=limit, budget_s=budget_s, steps=steps)
+            if row["status"].startswith("measure timed out in the timed steps"):
+                skip_rest = f"not measured: a smaller size exceeded the {budget_s:.0f}s budget"
+            predicted = row.get("predicted_memory_bytes") or 0
+            log(f"{label:<12} M={row['M']:>7,}  "
+                f"{row.get('flops_train_per_example_analytic', 0) / 1e9:9.3f} GFLOPs/ex  "
+                f"mem {predicted / 2**30:7.2f} GiB  {row['status']}"
+                + (f"  {row['step_seconds']:.3f}s/step" if "step_seconds" in row else ""))
             rows.append(row)
     return rows
+
+
+def point(config: Config, label: str, batch: int, *, measure_it: bool, skip: str | None,
+          limit: int, budget_s: float, steps: int) -> dict[str, Any]:
+    """One (model, size) row: analysis, then a measurement if it fits and is wanted."""
+    row: dict[str, Any] = {"model": label, "M": math.prod(config.data.index_dims),
+                           "index_dims": "x".join(map(str, config.data.index_dims)),
+                           "batch": batch}
+    try:
+        row.update(analyse(config, batch))
+    except Exception as e:  # a size XLA cannot even compile is a result, too
+        return {**row, "status": f"compile failed: {type(e).__name__}: {str(e)[:120]}"}
+    predicted = row["predicted_memory_bytes"]
+    if not measure_it:
+        return {**row, "status": "analysed"}
+    if predicted is not None and predicted > limit:
+        return {**row, "status": f"does not fit: predicted {predicted / 2**30:.1f} GiB > "
+                                 f"{limit / 2**30:.1f} GiB usable"}
+    if skip:
+        return {**row, "status": skip}
+    return {**row, **_measure_in_subprocess(config, batch, steps, budget_s)}
 
 
 def fit_slope(ms: np.ndarray, ys: np.ndarray, min_m: int = 4096) -> float | None:
@@ -266,5 +305,5 @@ def crossover(frame, column: str, perceiver: str = "perceiver") -> float | None:
 
 if __name__ == "__main__":  # measurement worker: python -m suite.analysis.scaling '<json>'
     args = json.loads(sys.argv[1])
-    result = measure(cfg_lib.from_dict(args["config"]), args["batch"], args["steps"])
-    print(json.dumps(result))
+    measure(cfg_lib.from_dict(args["config"]), args["batch"], args["steps"],
+            emit=lambda line: print(line, flush=True))

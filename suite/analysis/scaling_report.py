@@ -17,10 +17,12 @@ from suite.analysis.scaling import crossover, fit_slope  # noqa: E402
 from suite.errors import SuiteError  # noqa: E402
 from suite.files import read_json, write_json_atomic, write_text_atomic  # noqa: E402
 
+FLOPS = "flops_train_per_example_analytic"  # 3 x forward: right on every backend
 PANELS = (
-    ("flops_per_example_xla", "train-step FLOPs per example (XLA)", "flops"),
+    (FLOPS, "train FLOPs per example (analytic, 3 x forward)", "flops"),
     ("step_seconds", "measured seconds per train step", "step_time"),
-    ("memory_bytes", "memory (bytes): measured peak RSS, else XLA's prediction", "memory"),
+    ("memory_bytes", "memory (bytes): measured peak (device, else host RSS), else XLA's "
+     "prediction", "memory"),
 )
 
 
@@ -48,10 +50,14 @@ def _perceivers(frame: pd.DataFrame) -> list[str]:
 
 def frame_of(rows: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
-    for col in ("step_seconds", "peak_rss_bytes", "predicted_memory_bytes"):
+    for col in ("step_seconds", "peak_rss_bytes", "predicted_memory_bytes", "device_peak_bytes",
+                "startup_seconds", "compile_seconds_measured"):
         if col not in frame:
             frame[col] = np.nan
-    frame["memory_bytes"] = frame["peak_rss_bytes"].fillna(frame["predicted_memory_bytes"])
+    if FLOPS not in frame:  # written before the analytic train figure was recorded
+        frame[FLOPS] = 3.0 * frame["flops_forward_analytic"]
+    measured = frame["device_peak_bytes"].fillna(frame["peak_rss_bytes"])
+    frame["memory_bytes"] = measured.fillna(frame["predicted_memory_bytes"])
     return frame
 
 
@@ -70,7 +76,7 @@ def plot(frame: pd.DataFrame, out: Path, title: str) -> list[Path]:
             name = f"{model} (slope {slope:.2f} for M ≥ 4096)" if slope is not None else model
             ax.plot(group["M"], group[column], marker="o", label=name)
             if column == "memory_bytes":  # hollow markers: predicted, not measured
-                pred = group[group["peak_rss_bytes"].isna()]
+                pred = group[group["device_peak_bytes"].isna() & group["peak_rss_bytes"].isna()]
                 ax.scatter(pred["M"], pred[column], facecolors="white",
                            edgecolors="black", zorder=3, s=30)
         ax.set_xscale("log")
@@ -121,31 +127,37 @@ def render(frame: pd.DataFrame, out: Path, command: str, machine: str) -> dict[s
     """scaling.md and the plots from a scaling frame; the fitted slopes and crossovers."""
     slopes = {}
     for model, group in frame.groupby("model"):
-        slopes[model] = fit_slope(group["M"].to_numpy(float),
-                                  group["flops_per_example_xla"].to_numpy(float))
-    crosses = {p: crossover(frame, "flops_per_example_xla", p) for p in _perceivers(frame)}
+        slopes[model] = fit_slope(group["M"].to_numpy(float), group[FLOPS].to_numpy(float))
+    crosses = {p: crossover(frame, FLOPS, p) for p in _perceivers(frame)}
+    seconds = lambda v: "—" if pd.isna(v) else f"{v:.3f}"  # noqa: E731
     table = pd.DataFrame({
         "model": frame["model"], "M": frame["M"].map(lambda v: f"{v:,}"),
         "grid": frame["index_dims"], "params": frame["params"].map(_human),
-        "FLOPs/ex (XLA, train)": frame["flops_per_example_xla"].map(_human),
-        "FLOPs/ex (analytic, fwd)": frame["flops_forward_analytic"].map(_human),
+        "train FLOPs/ex (analytic)": frame[FLOPS].map(_human),
+        "train FLOPs/ex (XLA)": frame["flops_per_example_xla"].map(_human),
         "predicted mem": frame["predicted_memory_bytes"].map(_bytes),
-        "measured RSS": frame["peak_rss_bytes"].map(_bytes),
-        "s/step": frame["step_seconds"].map(lambda v: "—" if pd.isna(v) else f"{v:.3f}"),
-        "compile s": frame["compile_seconds"].map(lambda v: "—" if pd.isna(v) else f"{v:.1f}"),
+        "device peak": frame["device_peak_bytes"].map(_bytes),
+        "host RSS": frame["peak_rss_bytes"].map(_bytes),
+        "start s": frame["startup_seconds"].map(lambda v: "—" if pd.isna(v) else f"{v:.1f}"),
+        "compile s": frame["compile_seconds_measured"].fillna(frame["compile_seconds"])
+        .map(lambda v: "—" if pd.isna(v) else f"{v:.1f}"),
+        "s/step": frame["step_seconds"].map(seconds),
         "status": frame["status"],
     })
     lines = [
         "# Compute scaling: Perceiver vs Transformer", "",
         table.to_markdown(index=False), "",
-        "Fitted log-log slopes of train-step FLOPs per example for M ≥ 4096: "
+        "Fitted log-log slopes of analytic train FLOPs per example (3 x forward, the "
+        "convention of the scaling-law papers; XLA's count beside it) for M ≥ 4096: "
         + ", ".join(f"{m} {s:.2f}" if s is not None else f"{m} —" for m, s in slopes.items())
         + ".",
         " ".join(f"FLOPs crossover of {p} with the Transformer: M ≈ {c:,.0f}."
                  for p, c in crosses.items() if c), "",
         f"- command: `{command}`", f"- machine: {machine}",
         f"- batch {int(frame['batch'].iloc[0])}; memory is XLA's predicted peak "
-        "(arguments + outputs + temporaries) and the measured process peak RSS.", "",
+        "(arguments + outputs + temporaries), the measured device peak (accelerators) and "
+        "the host process's peak RSS; the time budget bounds the timed steps, start-up "
+        "(imports, model) and compilation are reported apart.", "",
     ]
     write_text_atomic(out / "scaling.md", "\n".join(lines))
     plot(frame, out, "Perceiver vs Transformer, train step, batch "

@@ -51,6 +51,9 @@ def load_frame(out: Path) -> pd.DataFrame:
             frame[col] = frame[col].map(
                 lambda v: (v[0] if len(v) == 1 else "x".join(map(str, v)))
                 if isinstance(v, list) else v)
+    for m in BASE_METRICS:  # a grid where nothing completed still has the columns
+        if m not in frame:
+            frame[m] = float("nan")
     if "eval/accuracy" in frame and "train/accuracy" in frame:
         frame["gap"] = frame["train/accuracy"] - frame["eval/accuracy"]
     return frame

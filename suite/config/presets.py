@@ -96,3 +96,15 @@ def preset(name: str) -> Config:
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
     return resolve(PRESETS[name]())
 
+
+
+def table() -> str:
+    """One line per preset: task, latents, blocks, cross-attends, sharing."""
+    lines = []
+    for name in PRESETS:
+        c = preset(name)
+        m, d = c.model, c.data
+        lines.append(f"{name:<14} task={d.task:<13} latents={m.num_latents}x{m.latent_dim:<5} "
+                     f"blocks={m.num_blocks}x{m.self_attends_per_block} "
+                     f"cross={m.num_cross_attends} sharing={str(m.weight_sharing).lower()}")
+    return "\n".join(lines)

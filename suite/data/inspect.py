@@ -11,6 +11,18 @@ import numpy as np
 from suite.data.pipeline import Dataset, train_batches
 
 
+def load_task(task: str, data_dir: str | None, overrides: dict[str, Any]) -> Dataset:
+    """A task's data from its preset (or the default one) plus ``data.*`` overrides."""
+    from suite import config as cfg_lib
+    from suite.data.pipeline import load
+
+    overrides = {**overrides, "data.task": task}
+    if data_dir:
+        overrides["data.data_dir"] = data_dir
+    preset = task if task in cfg_lib.PRESETS else cfg_lib.DEFAULT_PRESET
+    return load(cfg_lib.build(preset, overrides).data)
+
+
 def summary(ds: Dataset, batch_size: int = 64, batches: int = 50) -> dict[str, Any]:
     """Facts about a loaded task plus the pipeline's throughput in examples/s."""
     cfg = ds.config

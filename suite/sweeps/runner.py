@@ -1,14 +1,19 @@
 """Run a grid: skip finished runs, resume partial ones, run N at a time, never twice.
 
-Each run trains in its own process (``suite.sweeps.worker``) pinned to its share of the CPUs;
-a thread pool of N threads starts them and waits on them, one process per run. The run
-folder ``OUT/runs/<id>/`` is the unit of work and of truth: its lock says who trains it,
-its summary whether it finished, its checkpoints where to resume.
+Each run trains in its own process (``suite.sweeps.worker``) in its place (``placement``:
+a share of the CPUs, or one accelerator); a thread pool of N threads starts them and
+waits on them, one process per run. The run folder ``OUT/runs/<id>/`` is the unit of
+work and of truth: its lock says who trains it, its summary whether it finished, its
+checkpoints where to resume.
+
+A worker that dies of a resource error (out of memory, a failed autotuning, killed by
+a signal such as the OOM killer's) is *interrupted*, not failed, and retried once at
+once from its checkpoint. If it dies again, its summary says ``interrupted`` with the
+reason, the grid's exit status counts it, and the next runner resumes it without flags.
 
 Stopping: the first SIGINT/SIGTERM asks every running worker to checkpoint and exit,
 waits up to ``stop_timeout`` seconds, then kills what is left; a second one kills at
-once. A worker that dies by a signal (the OOM killer, ``kill -9``) is *interrupted*,
-not failed: it has no summary, so the next runner resumes it without flags.
+once.
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ from pathlib import Path
 from suite import config as cfg_lib
 from suite import fmt
 from suite.files import write_json_atomic
+from suite.sweeps import placement
+from suite.sweeps.placement import Devices, Slot
 from suite.sweeps.results import run_status, write_results_csv
 from suite.sweeps.spec import Run
-from suite.sweeps.worker import EXIT_COMPLETED, EXIT_ERROR, EXIT_FAILED, EXIT_LOCKED
+from suite.sweeps.worker import EXIT_COMPLETED, EXIT_ERROR, EXIT_LOCKED, EXIT_RESOURCE
 
 
 @dataclass
@@ -61,15 +68,8 @@ class GridOutcome:
         return 1 if self.failed or self.interrupted else 0
 
 
-def cpu_shares(workers: int) -> list[set[int]]:
-    """Split this process's CPUs into ``workers`` disjoint sets (round-robin)."""
-    cpus = sorted(os.sched_getaffinity(0))
-    workers = max(1, min(workers, len(cpus)))
-    return [set(cpus[i::workers]) for i in range(workers)]
-
-
 def classify(code: int) -> str:
-    """A worker's exit status -> completed | failed | error | elsewhere | stopped | interrupted."""
+    """A worker's exit status -> completed | failed | error | elsewhere | stopped | resource."""
     if code == EXIT_COMPLETED:
         return "completed"
     if code == EXIT_LOCKED:
@@ -78,9 +78,9 @@ def classify(code: int) -> str:
         return "error"
     if code > 128 and code - 128 in (signal.SIGTERM, signal.SIGINT):
         return "stopped"  # checkpointed on request
-    if code < 0:
-        return "interrupted"  # killed by a signal: no summary, resumable
-    return "failed" if code == EXIT_FAILED else "interrupted"
+    if code < 0 or code == EXIT_RESOURCE or code > 128:
+        return "resource"  # killed (the OOM killer?) or out of memory: no summary, resumable
+    return "failed"
 
 
 def last_error_line(log: Path) -> str:
@@ -93,16 +93,25 @@ def last_error_line(log: Path) -> str:
     return line.removeprefix("error: ")
 
 
+def resource_reason(code: int, run_dir: Path) -> str:
+    if code < 0:
+        name = signal.Signals(-code).name
+        return f"killed by {name}" + (" (the OOM killer?)" if -code == signal.SIGKILL else "")
+    if code > 128:
+        return f"exit status {code} (killed by signal {code - 128}?)"
+    return last_error_line(run_dir / "train.log")
+
+
 class _Grid:
     """The state of one grid invocation: workers, their processes, the event queue."""
 
-    def __init__(self, out: Path, spec_name: str, workers: int, retry_failed: bool,
+    def __init__(self, out: Path, spec_name: str, slots: list[Slot], retry_failed: bool,
                  stop_timeout: float):
         self.out, self.spec_name, self.retry_failed = out, spec_name, retry_failed
-        self.shares = cpu_shares(workers)
-        self.slots: queue.Queue[int] = queue.Queue()
-        for i in range(len(self.shares)):
-            self.slots.put(i)
+        self.places = slots
+        self.free: queue.Queue[int] = queue.Queue()
+        for i in range(len(slots)):
+            self.free.put(i)
         self.events: queue.Queue[tuple] = queue.Queue()
         self.active: dict[str, subprocess.Popen] = {}
         self.lock = threading.Lock()
@@ -110,40 +119,58 @@ class _Grid:
         self.stop_timeout = stop_timeout
 
     def train(self, run: Run) -> None:
-        """Pool thread: one run in its own process; reports (run, status, seconds)."""
-        slot = self.slots.get()
+        """Pool thread: one run in its own process, retried once after a resource error;
+        reports ``("done", run, status, seconds, detail)``."""
+        slot = self.free.get()
         try:
-            if self.stopping:
-                self.events.put(("done", run, "not started", 0.0))
-                return
             run_dir = self.out / "runs" / run.id
             run_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(run_dir / "run.json", {
                 "id": run.id, "spec": self.spec_name, "varied": run.varied,
                 "config": cfg_lib.to_dict(run.config)})
-            cmd = self.command(run_dir, slot)
             started = time.perf_counter()
-            with self.lock, open(run_dir / "train.log", "ab") as log:
-                if self.stopping:
-                    self.events.put(("done", run, "not started", 0.0))
-                    return
-                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                        start_new_session=True)  # Ctrl-C reaches the runner only
-                self.active[run.id] = proc
-            code = proc.wait()
-            with self.lock:
-                self.active.pop(run.id, None)
-            self.events.put(("done", run, classify(code), time.perf_counter() - started,
-                             code))
+            for attempt in (1, 2):
+                code = self._launch(run, run_dir, slot)
+                status = "not started" if code is None else classify(code)
+                if status != "resource":
+                    break
+                reason = resource_reason(code, run_dir)
+                if attempt == 1 and not self.stopping:
+                    self.events.put(("note", f"{run.id}: interrupted ({reason}); retrying once"))
+                    continue
+                write_json_atomic(run_dir / "summary.json", {  # resumable: not 'failed'
+                    "status": "interrupted", "failure": "resource", "metrics": {},
+                    "reason": f"{reason}" + (", twice" if attempt == 2 else "")
+                    + " (see train.log)"})
+                code = reason
+                break
+            self.events.put(("done", run, status, time.perf_counter() - started, code))
         except BaseException as e:  # never leave the runner waiting for this run
             self.events.put(("done", run, "error", 0.0, f"runner: {type(e).__name__}: {e}"))
         finally:
-            self.slots.put(slot)
+            self.free.put(slot)
+
+    def _launch(self, run: Run, run_dir: Path, slot: int) -> int | None:
+        """Start the worker and wait for it; its exit status (None if the grid stopped)."""
+        with self.lock, open(run_dir / "train.log", "ab") as log:
+            if self.stopping:
+                return None
+            proc = subprocess.Popen(
+                self.command(run_dir, slot), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                env={**os.environ, **self.places[slot].env},
+                start_new_session=True)  # the terminal's Ctrl-C reaches the runner only
+            self.active[run.id] = proc
+        code = proc.wait()
+        with self.lock:
+            self.active.pop(run.id, None)
+        return code
 
     def command(self, run_dir: Path, slot: int) -> list[str]:
         cmd = [sys.executable, "-m", "suite.sweeps.worker", str(run_dir),
-               "--cpus", ",".join(map(str, sorted(self.shares[slot]))),
                "--parent", str(os.getpid())]
+        cpus = self.places[slot].cpus
+        if cpus:
+            cmd += ["--cpus", ",".join(map(str, cpus))]
         return cmd + (["--retry-failed"] if self.retry_failed else [])
 
     def signal_all(self, sig: int) -> None:
@@ -158,12 +185,17 @@ def run_grid(
     out: Path,
     *,
     spec_name: str = "",
-    workers: int = 1,
+    workers: int | None = None,
     retry_failed: bool = False,
     progress: bool | None = None,
     stop_timeout: float = 120.0,
+    devices: Devices | None = None,
 ) -> GridOutcome:
-    """Train every run not yet completed; rebuild ``out/results.csv`` at the end."""
+    """Train every run not yet completed; rebuild ``out/results.csv`` at the end.
+
+    ``workers`` defaults to one per accelerator (one on a CPU host); ``devices`` to what
+    a probe process finds.
+    """
     out = Path(out).absolute()
     outcome = GridOutcome()
     todo: list[Run] = []
@@ -176,11 +208,13 @@ def run_grid(
         else:
             todo.append(run)
     say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    devices = devices or (placement.probe() if todo else placement.Devices("cpu"))
+    slots = placement.plan(devices, workers or placement.default_workers(devices))
     skipped = (f", {len(outcome.failed)} failed before (skipped; --retry-failed reruns them)"
                if outcome.failed else "")
     say(f"{len(runs)} runs: {len(outcome.completed)} already completed{skipped}, "
-        f"{len(todo)} to run with {workers} worker(s)")
-    grid = _Grid(out, spec_name, workers, retry_failed, stop_timeout)
+        f"{len(todo)} to run with {len(slots)} worker(s): " + "; ".join(s.label for s in slots))
+    grid = _Grid(out, spec_name, slots, retry_failed, stop_timeout)
     bar = None
     if (sys.stderr.isatty() if progress is None else progress) and todo:
         from tqdm import tqdm
@@ -189,7 +223,7 @@ def run_grid(
     old = {s: signal.signal(s, lambda signum, frame: grid.events.put(("signal", signum)))
            for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with ThreadPoolExecutor(max_workers=len(grid.shares)) as pool:
+        with ThreadPoolExecutor(max_workers=len(slots)) as pool:
             for run in todo:
                 pool.submit(grid.train, run)
             _collect(grid, outcome, len(todo), bar, say)
@@ -225,6 +259,9 @@ def _collect(grid: _Grid, outcome: GridOutcome, total: int, bar, say) -> None:
                 say("stopping now: killing running trainings")
                 grid.signal_all(signal.SIGKILL)
             continue
+        if event[0] == "note":
+            say(event[1])
+            continue
         _, run, status, seconds, *detail = event
         pending -= 1
         run_dir = grid.out / "runs" / run.id
@@ -234,7 +271,7 @@ def _collect(grid: _Grid, outcome: GridOutcome, total: int, bar, say) -> None:
         if status == "completed":
             durations.append(seconds)
         left = pending
-        eta = (sum(durations) / len(durations)) * left / len(grid.shares) if durations else 0
+        eta = (sum(durations) / len(durations)) * left / len(grid.places) if durations else 0
         if bar:
             bar.update(1)
             bar.set_postfix(failed=len(outcome.failed), refresh=True)
@@ -254,11 +291,11 @@ def _record(outcome: GridOutcome, run_id: str, status: str, code, run_dir: Path)
         reason = code if isinstance(code, str) else last_error_line(run_dir / "train.log")
         outcome.errors[run_id] = reason
         return f"ERROR: {reason}"
-    if status in ("stopped", "interrupted"):
+    if status == "stopped":
         outcome.interrupted.append(run_id)
-        how = (f"killed by {signal.Signals(-code).name}" if isinstance(code, int) and code < 0
-               else f"exit status {code}")
-        return ("stopped; checkpointed, the next run resumes it" if status == "stopped" else
-                f"interrupted ({how}); the next run resumes it from its last checkpoint")
+        return "stopped; checkpointed, the next run resumes it"
+    if status == "resource":
+        outcome.interrupted.append(run_id)
+        return f"interrupted again ({code}); the next run resumes it from its last checkpoint"
     outcome.failed.append(run_id)
     return f"FAILED (see {run_dir / 'train.log'})"

@@ -8,6 +8,7 @@ OOM killer) from taking the grid down. The exit status tells the runner what hap
 - 2 an error that leaves the run folder untouched (a checkpoint of another structure,
   a lock the file system cannot take): the last line of ``train.log`` says what;
 - 3 another process trains this run;
+- 4 a resource error (out of memory, a failed autotuning): nothing recorded, resumable;
 - 128 + N stopped by signal N (checkpointed; resumable).
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 import traceback
@@ -22,7 +24,14 @@ from pathlib import Path
 
 from suite.training import lock, stop
 
-EXIT_COMPLETED, EXIT_FAILED, EXIT_ERROR, EXIT_LOCKED = 0, 1, 2, 3
+EXIT_COMPLETED, EXIT_FAILED, EXIT_ERROR, EXIT_LOCKED, EXIT_RESOURCE = 0, 1, 2, 3, 4
+RESOURCE_ERRORS = re.compile(  # what XLA, CUDA and the allocator say when memory runs out
+    r"RESOURCE_EXHAUSTED|out of memory|Failed to get configs|autotun|Failed to allocate|"
+    r"CUDA_ERROR_OUT_OF_MEMORY|(?-i:\bOOM\b)", re.IGNORECASE)
+
+
+def is_resource_error(e: BaseException) -> bool:
+    return isinstance(e, MemoryError) or bool(RESOURCE_ERRORS.search(f"{type(e).__name__} {e}"))
 
 
 def die_with_parent(parent: int) -> None:
@@ -81,13 +90,20 @@ def _train(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     except Exception as e:  # record the failure; the grid goes on
         traceback.print_exc()
+        if is_resource_error(e):  # the runner retries it; no summary, so it stays resumable
+            print(f"error: out of resources: {type(e).__name__}: {_first(e)}", flush=True)
+            return EXIT_RESOURCE
         kind = "error" if isinstance(e, SuiteError) else f"crash ({type(e).__name__})"
-        first = str(e).splitlines()[0] if str(e) else ""
+        first = _first(e)
         write_json_atomic(run_dir / "summary.json", {
             "status": "failed", "failure": "error" if isinstance(e, SuiteError) else "crash",
             "reason": f"{kind}: {first} (see train.log)", "metrics": {},
         })
         return EXIT_FAILED
+
+
+def _first(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
 
 
 if __name__ == "__main__":

@@ -1,11 +1,33 @@
-"""What the run executes on: the machine, the JAX backend and its devices."""
+"""What a run executes on: the machine, the JAX backend and its devices, their memory,
+and the peak FLOP/s that model-FLOP utilisation (MFU) is measured against.
+
+Peaks come from a table of published dense figures by device kind (accelerators), or
+are measured in-process with a float32 matmul (CPUs, and any device the table does not
+know); a measured CPU peak is cached per machine in the user cache folder.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import resource
+import time
+from pathlib import Path
+from typing import Any
 
 import jax
+
+# Published dense peaks, FLOP/s, by (device-kind substring, compute dtype). On NVIDIA
+# GPUs JAX's default float32 matmul runs on TF32 tensor cores, so float32 uses TF32.
+PEAKS: dict[tuple[str, str], float] = {
+    ("H200", "bfloat16"): 989e12, ("H200", "float32"): 494.7e12,
+    ("H100", "bfloat16"): 989e12, ("H100", "float32"): 494.7e12,
+    ("A100", "bfloat16"): 312e12, ("A100", "float32"): 156e12,
+    ("L4", "bfloat16"): 121e12, ("L4", "float32"): 60e12,
+    ("TPU v4", "bfloat16"): 275e12, ("TPU v5 lite", "bfloat16"): 197e12,
+    ("TPU v5p", "bfloat16"): 459e12, ("TPU v6", "bfloat16"): 918e12,
+}
 
 
 def cpu_model() -> str:
@@ -19,7 +41,96 @@ def cpu_model() -> str:
         return cpu
 
 
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def machine_description() -> str:
-    """CPU model, core count and JAX backend, for the record in every summary."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu_model()}, {cores} cores, jax {jax.__version__} on {jax.default_backend()}"
+    """CPU, core count, JAX backend and accelerator kind, for the record in every summary."""
+    backend = jax.default_backend()
+    text = f"{cpu_model()}, {cpu_count()} cores, jax {jax.__version__} on {backend}"
+    if backend != "cpu":
+        devices = jax.local_devices()
+        text += f" ({len(devices)} x {devices[0].device_kind})"
+    return text
+
+
+def memory_stats(device: Any = None) -> dict[str, int] | None:
+    """The device's allocator statistics (GPU/TPU), or None where there are none (CPU)."""
+    device = device or jax.local_devices()[0]
+    try:
+        stats = device.memory_stats()
+    except Exception:  # some backends raise instead of returning None
+        return None
+    return dict(stats) if stats else None
+
+
+def device_memory_bytes() -> int | None:
+    """What one device can hold (its allocator's limit), or None on CPU."""
+    stats = memory_stats()
+    return int(stats["bytes_limit"]) if stats and "bytes_limit" in stats else None
+
+
+def peak_device_bytes() -> int | None:
+    """The most one device has held so far in this process, or None on CPU."""
+    stats = memory_stats()
+    return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
+
+
+def host_peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def available_host_bytes() -> int:
+    """Memory the host can still give (``MemAvailable``), else its physical size."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def peak_flops(dtype: str = "float32", fresh: bool = False) -> tuple[float, str]:
+    """Peak FLOP/s of one local device for ``dtype`` compute, and where the figure comes from."""
+    device = jax.local_devices()[0]
+    for (kind, peak_dtype), flops in PEAKS.items():
+        if kind.lower() in device.device_kind.lower() and peak_dtype == dtype:
+            return flops, f"published dense {dtype} peak of {device.device_kind}"
+    return measured_peak(dtype, fresh=fresh), f"measured: {dtype} matmul on {device.device_kind}"
+
+
+def measured_peak(dtype: str = "float32", seconds: float = 0.5, fresh: bool = False) -> float:
+    """A jitted square matmul's best FLOP/s on the default device.
+
+    Cached per machine in the user cache folder; a ``fresh`` measurement (``perceiver-suite
+    devices``) replaces the cached figure only if it is higher, since a busy machine can
+    only measure low.
+    """
+    key = f"{machine_description()} {dtype}"
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / \
+        "perceiver-suite" / "peak_flops.json"
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key in known and not fresh:
+        return float(known[key])
+    n = 1024 if jax.default_backend() == "cpu" else 8192
+    x = jax.numpy.ones((n, n), dtype=dtype)
+    f = jax.jit(lambda a: a @ a)
+    f(x).block_until_ready()
+    best, deadline = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        f(x).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    peak = max(2.0 * n**3 / best, float(known.get(key, 0.0)))
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({**known, key: peak}, indent=1))
+    except OSError:
+        pass
+    return peak

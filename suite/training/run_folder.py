@@ -9,6 +9,7 @@ removed.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,16 @@ def set_aside_attempt(workdir: Path) -> tuple[int, list[str]]:
             shutil.move(str(path), workdir / f"events_failed_{k}" / path.name)
         moved.append(f"events_failed_{k}/")
     return k, moved
+
+
+def set_aside_summary(workdir: Path, why: str) -> Path:
+    """Rename ``summary.json`` to ``summary_<why>_K.json`` (next free K), to retry the run."""
+    k = 1
+    while (workdir / f"summary_{why}_{k}.json").exists():
+        k += 1
+    target = workdir / f"summary_{why}_{k}.json"
+    os.replace(workdir / SUMMARY, target)
+    return target
 
 
 def _aside(name: str, k: int) -> str:

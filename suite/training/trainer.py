@@ -13,8 +13,6 @@ run only when due; the host waits for the device only then.
 from __future__ import annotations
 
 import math
-import os
-import resource
 import sys
 import time
 from collections.abc import Callable
@@ -30,11 +28,10 @@ from suite import data as data_lib
 from suite import fmt
 from suite.config import Config
 from suite.errors import CheckpointError
-from suite.models.flops import analytic_flops, cost_of
+from suite.models.flops import analytic_flops, cost_of, train_flops
 from suite.models.registry import build_model, count_params
-from suite.training import lock, stop
+from suite.training import devices, lock, stop
 from suite.training.checkpoint import Checkpointer
-from suite.training.devices import machine_description
 from suite.training.optim import optimizer as make_optimizer
 from suite.training.optim import schedule as make_schedule
 from suite.training.run_folder import (
@@ -44,6 +41,7 @@ from suite.training.run_folder import (
     diverged,
     read_summary,
     set_aside_attempt,
+    set_aside_summary,
     write_config,
     write_summary,
 )
@@ -269,6 +267,9 @@ class Trainer:
         t = self.t
         timed = [r["step_seconds"] for r in self.metrics.rows() if r.get("step_seconds")]
         step_seconds = float(np.median(timed)) if timed else None
+        analytic = train_flops(self.config, t.batch_size)
+        achieved = analytic / step_seconds if step_seconds else None
+        peak, peak_source = devices.peak_flops("float32")
         summary = {
             "status": status,
             **({"reason": reason} if reason else {}),
@@ -276,18 +277,26 @@ class Trainer:
             "step": self.step,
             "metrics": final,
             "params": self.params,
-            "flops_per_step_xla": self.step_flops,
+            "flops_per_step_analytic": analytic,  # 3 x forward x batch: the figure to trust
+            "flops_per_step_xla": self.step_flops,  # XLA's count (low on GPUs: custom calls)
+            "flops_per_example_analytic": analytic / t.batch_size,
             "flops_per_example_xla": self.step_flops / t.batch_size,
-            "achieved_flops_per_s": self.step_flops / step_seconds if step_seconds else None,
+            "flops_forward_analytic": analytic_flops(self.config)["total"],
+            "achieved_flops_per_s": achieved,
+            "achieved_flops_per_s_xla": self.step_flops / step_seconds if step_seconds else None,
+            "peak_flops_per_s": peak,
+            "peak_flops_source": peak_source,
+            "mfu": achieved / peak if achieved else None,
             "step_seconds": step_seconds,
             "examples_per_s": t.batch_size / step_seconds if step_seconds else None,
             "compile_seconds": self.compile_seconds,
             "xla_temp_bytes": self.xla_temp_bytes,
-            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "device_peak_bytes": devices.peak_device_bytes(),  # None on CPU
+            "device_bytes_limit": devices.device_memory_bytes(),
+            "peak_rss_bytes": devices.host_peak_rss_bytes(),  # the host process
             "wall_seconds": self.prior_wall + time.perf_counter() - self.wall_start,
             "device": jax.devices()[0].device_kind,
-            "machine": machine_description(),
-            "flops_forward_analytic": analytic_flops(self.config)["total"],
+            "machine": devices.machine_description(),
         }
         write_summary(self.workdir, summary)
         return summary
@@ -323,6 +332,9 @@ def train_and_evaluate(
         stop.reset()
         check_config(workdir, config)
         summary = read_summary(workdir)
+        if summary is not None and summary.get("status") == "interrupted":
+            set_aside_summary(workdir, "interrupted")  # resumable: the reason is kept
+            summary = None
         if summary is not None:
             if summary.get("status") == "completed" or not retry_failed:
                 log(f"{workdir.name}: already {summary.get('status')}; not training again")
@@ -345,10 +357,7 @@ def _prepare_retry(workdir: Path, summary: dict[str, Any], log: Callable[[str], 
         log(f"{workdir.name}: it diverged before; starting again from step 0 (the failed "
             f"attempt is kept as {', '.join(moved)})")
     else:
-        k = 1
-        while (workdir / f"summary_failed_{k}.json").exists():
-            k += 1
-        os.replace(workdir / "summary.json", workdir / f"summary_failed_{k}.json")
+        set_aside_summary(workdir, "failed")
         log(f"{workdir.name}: it failed before ({summary.get('reason', '?')}); retrying "
             f"from its newest checkpoint")
 

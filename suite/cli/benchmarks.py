@@ -1,0 +1,93 @@
+"""Commands that measure: bench, scaling."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from suite.cli.common import command, overrides_arg
+
+# ------------------------------------------------------------------------------ bench
+
+
+@command
+def _bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench", help="input pipeline vs train step throughput (CSV + Markdown)",
+        description="For each task, time the grain pipeline and the compiled train step of "
+        "the task's small preset, in examples/s, and write OUT/pipeline.csv and pipeline.md.")
+    p.add_argument("--tasks", default="digits,fashion_mnist,mnist1d,shapes3d",
+                   help="comma-separated tasks (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=20, help="timed train steps per task")
+    p.add_argument("--out", default="results/bench", help="output folder (default: %(default)s)")
+    p.set_defaults(func=run_bench)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from suite.analysis.bench import dispatch_overhead, pipeline_vs_step, write
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    rows = pipeline_vs_step(tasks, steps=args.steps)
+    path = write(rows, Path(args.out), " ".join(["perceiver-suite bench", *sys.argv[2:]]),
+                 dispatch_overhead())
+    print(path.read_text())
+    return 0
+
+
+# ---------------------------------------------------------------------------- scaling
+
+
+@command
+def _scaling(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "scaling", help="FLOPs, step time and memory against input size M",
+        description="For each model and input size, compile the train step on abstract "
+        "shapes (XLA FLOPs, bytes, predicted memory), then run it where it fits the machine "
+        "and the time budget (step time, peak RSS). Writes scaling.csv, scaling.md and "
+        "log-log plots with fitted slopes and the crossover.")
+    p.add_argument("--models", default="perceiver,transformer", help="default: %(default)s")
+    p.add_argument("--sizes", help="input sizes M, comma-separated (default: 16^2 .. 224^2)")
+    p.add_argument("--latents", metavar="N,N,...",
+                   help="vary the Perceiver's latent count: one line per value")
+    p.add_argument("--grid", choices=["2d", "1d"], default="2d",
+                   help="square 2-D grids (default) or 1-D sequences")
+    p.add_argument("--batch", type=int, default=2, help="batch size (default: %(default)s)")
+    p.add_argument("--measure", action=argparse.BooleanOptionalAction, default=True,
+                   help="run the step where it fits (default: yes)")
+    p.add_argument("--budget-s", type=float, default=120.0,
+                   help="seconds of timed steps allowed per point; process start and "
+                   "compilation are reported apart (default: %(default)s)")
+    p.add_argument("--max-memory-gb", type=float,
+                   help="memory a point may use (default: 90%% of a device's on accelerators, "
+                   "70%% of the available host memory on CPUs)")
+    p.add_argument("--out", default="results/scaling", help="default: %(default)s")
+    p.add_argument("--replot", action="store_true",
+                   help="rebuild scaling.md and the plots from OUT/scaling.csv; measure nothing")
+    overrides_arg(p, "overrides for every model, e.g. model.num_latents=256")
+    p.set_defaults(func=run_scaling)
+
+
+def run_scaling(args: argparse.Namespace) -> int:
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # children need the GPU
+    from suite import config as cfg_lib
+    from suite.analysis.scaling import int_list, sides_for, sweep
+    from suite.analysis.scaling_report import replot, write
+    from suite.training.devices import machine_description
+
+    out = Path(args.out)
+    if not args.replot:
+        rows = sweep([m.strip() for m in args.models.split(",") if m.strip()],
+                     sides_for(int_list("--sizes", args.sizes), two_d=args.grid == "2d"),
+                     batch=args.batch, do_measure=args.measure, budget_s=args.budget_s,
+                     max_memory_bytes=int(args.max_memory_gb * 2**30) if args.max_memory_gb
+                     else None, overrides=cfg_lib.parse_overrides(args.overrides),
+                     two_d=args.grid == "2d", latents=int_list("--latents", args.latents))
+        write(rows, out, "perceiver-suite scaling " + " ".join(sys.argv[2:]),
+              machine_description())
+    else:
+        replot(out)
+    print((out / "scaling.md").read_text())
+    return 0
+

@@ -1,0 +1,147 @@
+"""Commands that train and report: train, run, report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from suite.cli.common import command, config_args, config_from, overrides_arg
+from suite.errors import SuiteError
+
+# ------------------------------------------------------------------------------ train
+
+
+@command
+def _train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train one run in a folder (resumes if it holds a checkpoint)",
+        description="Train and evaluate one config. The run folder gets config.json, "
+        "metrics.jsonl, TensorBoard event files, summary.json and checkpoints/; rerunning "
+        "the same command resumes from the newest intact checkpoint, bit-identically. "
+        "SIGTERM/SIGINT save a checkpoint and stop (exit 128+signal). The folder is locked "
+        "while training: a second command on it exits with status 3. A checkpoint of "
+        "another model structure stops with status 2 and is left where it is.")
+    config_args(p)
+    p.add_argument("--workdir", required=True, help="the run folder")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="train again a run whose summary says failed: after a divergence from "
+                   "step 0 (the failed attempt kept as checkpoints_failed_N/ and "
+                   "metrics_failed_N.jsonl, since resuming would diverge again), after a crash "
+                   "from its newest checkpoint")
+    p.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from suite.training.trainer import train_and_evaluate
+
+    summary = train_and_evaluate(config_from(args), args.workdir,
+                                 retry_failed=args.retry_failed)
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(summary["metrics"].items()))
+    print(f"{summary['status']}: {metrics}" + (f" ({summary['reason']})"
+                                                if summary.get("reason") else ""))
+    return 0 if summary["status"] == "completed" else 1
+
+
+# -------------------------------------------------------------------------------- run
+
+
+@command
+def _run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run", help="run an ablation grid from a TOML spec (skips finished runs, resumes)",
+        description="Expand a spec (grid x zip x seeds), validate every run, then train the "
+        "runs not yet completed. Rerun the same command to continue an interrupted grid. "
+        "Exit status: 0 all completed, 1 some failed or interrupted, 2 some could not start, "
+        "128+signal when stopped.")
+    p.add_argument("spec", help="a TOML spec, e.g. ablations/demo.toml")
+    p.add_argument("--out", help="output folder (default: results/<spec name>)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the runs with params and FLOPs; write nothing")
+    p.add_argument("--workers", type=int,
+                   help="runs trained at once (default: one per GPU/TPU, each seeing its own "
+                   "device; one on a CPU host). On CPUs the cores are split between workers; "
+                   "more workers than GPUs share them, each with an equal memory fraction")
+    p.add_argument("--shard", metavar="I/N", help="take shard I of N (0-based), for job arrays")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="train failed runs again: one that diverged starts over from step 0 "
+                   "(its attempt kept as checkpoints_failed_N/, metrics_failed_N.jsonl), since "
+                   "resuming its checkpoint on the same data diverges again; one that crashed "
+                   "resumes from its newest checkpoint")
+    p.add_argument("--stop-timeout", type=float, default=120.0, metavar="S",
+                   help="on Ctrl-C/SIGTERM, seconds to let runs checkpoint before killing them "
+                   "(default: %(default)s; a second Ctrl-C kills at once)")
+    p.add_argument("--force", action="store_true", help="allow grids over the size limit")
+    overrides_arg(p, "overrides applied to every run, e.g. train.steps=50")
+    p.set_defaults(func=run_run)
+
+
+def run_run(args: argparse.Namespace) -> int:
+    from suite import config as cfg_lib
+    from suite.errors import SpecError
+    from suite.files import write_json_atomic, write_text_atomic
+    from suite.sweeps import spec as spec_lib
+
+    spec = spec_lib.load(args.spec, max_runs=None if args.force else spec_lib.MAX_RUNS)
+    runs = spec_lib.expand(spec, cfg_lib.parse_overrides(args.overrides))
+    shard = spec_lib.parse_shard(args.shard)
+    if shard:
+        runs = spec_lib.shard(runs, *shard)
+    out = Path(args.out or Path("results") / spec.name)
+    if args.dry_run:
+        from suite.sweeps.dry_run import dry_run_table
+
+        print(dry_run_table(spec, runs, out))
+        return 0
+    if args.workers is not None and args.workers < 1:
+        raise SpecError(f"--workers={args.workers} must be >= 1")
+    from suite.sweeps.runner import run_grid
+
+    outcome = run_grid(runs, out, spec_name=spec.name, workers=args.workers,
+                       retry_failed=args.retry_failed, stop_timeout=args.stop_timeout)
+    write_text_atomic(out / "spec.toml", Path(args.spec).read_text())
+    write_json_atomic(out / "grid.json", {"spec": str(args.spec), "command": " ".join(
+        ["perceiver-suite", *(sys.argv[1:] if argv_is_ours() else ["run", str(args.spec)])])})
+    print(f"{outcome.summary()}; results in {out / 'results.csv'}")
+    for run_id, reason in outcome.errors.items():
+        print(f"perceiver-suite: error: {run_id}: {reason}", file=sys.stderr)
+    return outcome.exit_code
+
+
+def argv_is_ours() -> bool:
+    """Is ``sys.argv`` this command line (not, say, pytest's)?"""
+    return len(sys.argv) > 1 and sys.argv[1] in {"run", "report", "scaling", "bench"}
+
+
+# ----------------------------------------------------------------------------- report
+
+
+@command
+def _report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report", help="tables (Markdown, LaTeX, CSV), plots and index.html from a results folder",
+        description="Read every run folder under OUT/runs into one table, aggregate seeds as "
+        "mean ± std, and write OUT/report/: table.md, table.tex, table.csv, seaborn plots "
+        "(PNG and SVG) and a self-contained index.html, with the TensorBoard command for "
+        "the runs' curves.")
+    p.add_argument("out", help="a results folder, e.g. results/demo")
+    p.add_argument("--metric", help="the metric to tabulate and plot (default: the spec's "
+                   "[report] metric, else eval/accuracy)")
+    p.add_argument("--rows", nargs="+", metavar="KEY", help="config keys for table rows")
+    p.add_argument("--cols", nargs="+", metavar="KEY", help="config keys for table columns")
+    p.set_defaults(func=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from suite.analysis.report import write_report
+
+    out = Path(args.out)
+    if not out.is_dir():
+        raise SuiteError(f"{out}: no such results folder")
+    written = write_report(out, metric=args.metric, rows=args.rows, cols=args.cols)
+    print(f"wrote {len(written)} files to {out / 'report'}: "
+          + ", ".join(sorted(p.name for p in written.values())))
+    if any((out / "runs").glob("*/events.out.tfevents.*")):
+        print(f"training curves: tensorboard --logdir {out / 'runs'}")
+    return 0
+
