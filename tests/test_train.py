@@ -101,16 +101,16 @@ def test_a_finished_run_is_not_trained_again(tmp_path):
 
 
 def test_the_train_step_traces_once(tmp_path, monkeypatch):
-    import suite.training.trainer as train_mod
+    from suite.training.steps import Steps
 
     seen = []
-    original = train_mod.Steps.__init__
+    original = Steps.__init__
 
     def spy(self, *a, **k):
         original(self, *a, **k)
         seen.append(self)
 
-    monkeypatch.setattr(train_mod.Steps, "__init__", spy)
+    monkeypatch.setattr(Steps, "__init__", spy)
     train_and_evaluate(small(**{"train.steps": 40, "train.eval_every": 20}), tmp_path,
                        progress=False, log=lambda m: None)
     assert seen[0].traces == {"train": 1, "eval": 1}

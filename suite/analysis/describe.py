@@ -9,8 +9,12 @@ from suite import config as cfg_lib
 from suite.config import Config
 
 
-def describe(config: Config, *, xla: bool = True) -> dict[str, Any]:
-    """Params, analytic forward FLOPs per example and (optionally) XLA's, as a dict."""
+def describe(config: Config, *, xla: bool = True, train: bool = False) -> dict[str, Any]:
+    """Params, analytic forward FLOPs per example and (optionally) XLA's, as a dict.
+
+    ``train``: also compile the train step at ``train.batch_size`` on abstract shapes
+    and report its compile time and XLA's memory (arguments, outputs, temporaries).
+    """
     from suite.models import flops, registry
 
     out: dict[str, Any] = {
@@ -36,8 +40,27 @@ def describe(config: Config, *, xla: bool = True) -> dict[str, Any]:
                 f"the same k/v projections to the same input, so XLA computes them once "
                 f"(analytic minus that repeat: {_fmt_flops(analytic['total'] - savings)})"
             )
+    if train:
+        out["train_step"] = train_step(config)
     out["config"] = cfg_lib.to_dict(config)
     return out
+
+
+def train_step(config: Config) -> dict[str, Any]:
+    """The train step compiled on abstract shapes: seconds, and XLA's memory in bytes."""
+    from suite.training import preflight
+    from suite.training.devices import enable_compile_cache
+
+    enable_compile_cache()
+    graphdef, state = preflight.abstract_state(config)
+    batch = config.train.batch_size
+    plan = preflight.plan(config, graphdef, state, preflight.batch_spec(config, batch),
+                          evaluate=False, check=False)
+    m = plan.train_memory
+    return {"batch_size": batch, "compile_seconds": plan.compile_seconds,
+            "arguments_bytes": m.arguments, "outputs_bytes": m.outputs,
+            "temporaries_bytes": m.temporaries, "aliased_bytes": m.aliased,
+            "total_bytes": m.total}
 
 
 def _fmt_flops(x: float) -> str:
@@ -77,4 +100,11 @@ def render(info: dict[str, Any]) -> str:
                      f"{info['xla_compile_seconds']:.1f}s)")
         if "flops_xla_note" in info:
             lines.append(f"  note: {info['flops_xla_note']}")
+    if "train_step" in info:
+        t = info["train_step"]
+        gib = lambda n: f"{n / 2**30:.2f} GiB"  # noqa: E731
+        lines.append(f"train step, batch {t['batch_size']:<6} = {gib(t['total_bytes'])} "
+                     f"(arguments {gib(t['arguments_bytes'])}, outputs {gib(t['outputs_bytes'])}"
+                     f", temporaries {gib(t['temporaries_bytes'])}, donated "
+                     f"{gib(t['aliased_bytes'])}); compiled in {t['compile_seconds']:.1f}s")
     return "\n".join(lines)

@@ -79,11 +79,12 @@ def write_report(out: Path, *, metric: str | None = None, rows: list[str] | None
     shown, best = paper_table(agg, spec)
     pivot = pivot_table(agg, spec)
     prov = provenance(frame, out, spec)
-    not_completed = frame[frame["status"] != "completed"]
+    not_completed = frame[~frame["status"].isin(["completed", "does_not_fit"])]
+    too_big = frame[frame["status"] == "does_not_fit"]
     report_dir = out / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
     written = {
-        "table.md": markdown(spec, shown, best, pivot, not_completed, prov),
+        "table.md": markdown(spec, shown, best, pivot, not_completed, too_big, prov),
         "table.tex": to_latex(shown, best, f"{spec.description or spec.name}: {spec.metric}, "
                               "mean ± std over seeds (n = completed/total runs). Machine: "
                               f"{prov['machine']}."),
@@ -100,14 +101,15 @@ def write_report(out: Path, *, metric: str | None = None, rows: list[str] | None
 
         figures = plots_lib.all_figures(frame, curves(out, frame), spec, report_dir)
     write_text_atomic(report_dir / "index.html",
-                      render_html(spec, shown, best, pivot, figures, prov, not_completed))
+                      render_html(spec, shown, best, pivot, figures, prov, not_completed,
+                                  too_big))
     paths["index.html"] = report_dir / "index.html"
     paths.update({f.name: f for f in figures})
     return paths
 
 
 def markdown(spec: ReportSpec, shown: pd.DataFrame, best: dict[str, int],
-             pivot: pd.DataFrame | None, not_completed: pd.DataFrame,
+             pivot: pd.DataFrame | None, not_completed: pd.DataFrame, too_big: pd.DataFrame,
              prov: dict[str, str]) -> str:
     md = [f"# {spec.name}", "", spec.description, "", to_markdown(shown, best), ""]
     if pivot is not None:
@@ -116,6 +118,9 @@ def markdown(spec: ReportSpec, shown: pd.DataFrame, best: dict[str, int],
     if len(not_completed):
         md += ["## Runs that did not complete", ""] + [
             f"- `{r.run_id}` ({r.status}): {_reason(r)}" for r in not_completed.itertuples()] + [""]
+    if len(too_big):
+        md += ["## Runs that do not fit this machine", ""] + [
+            f"- `{r.run_id}`: {_reason(r)}" for r in too_big.itertuples()] + [""]
     md += ["## Provenance", "", f"- runs: `{prov['run']}`", f"- report: `{prov['report']}`",
            f"- machine: {prov['machine']}"]
     if prov["tensorboard"]:
@@ -133,7 +138,7 @@ def _reason(row: Any) -> str:
 
 def render_html(spec: ReportSpec, shown: pd.DataFrame, best: dict[str, int],
                 pivot: pd.DataFrame | None, figures: list[Path], prov: dict[str, str],
-                not_completed: pd.DataFrame) -> str:
+                not_completed: pd.DataFrame, too_big: pd.DataFrame) -> str:
     """One self-contained page: the spec, the tables, the figures inlined as base64 PNGs."""
     table = {"columns": list(shown.columns),
              "rows": [[(str(row[c]), best.get(c) == i) for c in shown.columns]
@@ -144,5 +149,6 @@ def render_html(spec: ReportSpec, shown: pd.DataFrame, best: dict[str, int],
         spec=spec, table=table, pivot=pivot_view, prov=prov,
         not_completed=[{"run_id": r.run_id, "status": r.status, "reason": _reason(r)}
                        for r in not_completed.itertuples()],
+        too_big=[{"run_id": r.run_id, "reason": _reason(r)} for r in too_big.itertuples()],
         figures=[{"name": f.stem, "data": base64.b64encode(f.read_bytes()).decode()}
                  for f in figures if f.suffix == ".png"])

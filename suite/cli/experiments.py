@@ -57,7 +57,12 @@ def _run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("spec", help="a TOML spec, e.g. ablations/demo.toml")
     p.add_argument("--out", help="output folder (default: results/<spec name>)")
     p.add_argument("--dry-run", action="store_true",
-                   help="list the runs with params and FLOPs; write nothing")
+                   help="list the runs with params, train FLOPs, predicted memory (compiled "
+                   "on abstract shapes) and whether they fit here, and the grid's totals; "
+                   "write nothing")
+    p.add_argument("--measure", action="store_true",
+                   help="with --dry-run: time a few real steps of each config to estimate "
+                   "the grid's wall time")
     p.add_argument("--workers", type=int,
                    help="runs trained at once (default: one per GPU/TPU, each seeing its own "
                    "device; one on a CPU host). On CPUs the cores are split between workers; "
@@ -91,7 +96,8 @@ def run_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         from suite.sweeps.dry_run import dry_run_table
 
-        print(dry_run_table(spec, runs, out))
+        print(dry_run_table(spec, runs, out, measure=args.measure,
+                            log=lambda msg: print(msg, file=sys.stderr, flush=True)))
         return 0
     if args.workers is not None and args.workers < 1:
         raise SpecError(f"--workers={args.workers} must be >= 1")

@@ -21,13 +21,16 @@ def _describe(sub: argparse._SubParsersAction) -> None:
     config_args(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--no-xla", action="store_true", help="skip compiling for XLA's FLOPs")
+    p.add_argument("--train", action="store_true",
+                   help="also compile the train step at train.batch_size on abstract shapes: "
+                   "compile seconds and XLA's memory (arguments, outputs, temporaries)")
     p.set_defaults(func=run_describe)
 
 
 def run_describe(args: argparse.Namespace) -> int:
     from suite.analysis.describe import describe, render
 
-    info = describe(config_from(args), xla=not args.no_xla)
+    info = describe(config_from(args), xla=not args.no_xla, train=args.train)
     print(json.dumps(info, indent=2) if args.json else render(info))
     return 0
 

@@ -19,6 +19,7 @@ Permutation = Literal["none", "fixed"]
 Optimizer = Literal["lamb", "adamw", "sgd"]
 Schedule = Literal["constant", "step", "constant_cosine", "cosine"]
 Loss = Literal["softmax", "sigmoid"]
+Precision = Literal["float32", "bfloat16"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +49,11 @@ class ModelConfig:
     position_combine: PosCombine = "concat"  # concat to inputs (paper) or add
     learned_pos_dim: int = 128  # width of learned position encodings (paper: 128)
     learned_pos_init_scale: float = 1.0  # std of learned position encodings (paper: 1.0)
+    # Speed and memory (numbers unchanged up to float rounding; bfloat16 aside).
+    precision: Precision = "float32"  # matmul compute dtype; params, LN, softmax stay f32
+    cross_attention_chunk: int = 0  # >0: cross-attend over inputs in chunks (online softmax)
+    remat: bool = False  # recompute each block in the backward pass (less memory)
+    scan_repeats: bool = True  # weight-shared repeats as one scanned block (faster compile)
     # Baselines (model.kind != "perceiver").
     num_layers: int = 4  # Transformer / ViT depth
     hidden_dim: int = 128  # Transformer / ViT width; ConvNet base width
@@ -87,7 +93,7 @@ class TrainConfig:
 
     steps: int = 1000
     batch_size: int = 64
-    eval_batch_size: int = 256
+    eval_batch_size: int | None = None  # None: the largest power of two <= 256 that fits
     optimizer: Optimizer = "lamb"
     learning_rate: float = 4e-3
     schedule: Schedule = "step"

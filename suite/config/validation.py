@@ -92,7 +92,11 @@ def _validate_model(m: ModelConfig, d: DataConfig) -> None:
                  "hidden_dim", "patch_size"):
         _positive(f"model.{name}", getattr(m, name))
     _positive("model.self_attends_per_block", m.self_attends_per_block, allow_zero=True)
+    _positive("model.cross_attention_chunk", m.cross_attention_chunk, allow_zero=True)
     _require(0.0 <= m.dropout < 1.0, f"model.dropout={m.dropout} must be in [0, 1)")
+    _require(not (m.remat and m.dropout > 0),
+             f"model.remat=true needs model.dropout=0 (dropout={m.dropout}): a recomputed "
+             "block would draw other dropout masks")
     if m.kind == "perceiver":
         _validate_perceiver(m)
     if m.kind in ("transformer", "vit"):

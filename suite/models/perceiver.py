@@ -25,7 +25,7 @@ from flax import nnx
 from suite.config import ModelConfig
 from suite.errors import ConfigError
 from suite.models.encodings import InputAdapter
-from suite.models.layers import CrossAttend, SelfAttend, linear
+from suite.models.layers import COMPUTE_DTYPES, CrossAttend, SelfAttend, linear
 
 
 def layer_schedule(m: ModelConfig) -> list[tuple[str, int]]:
@@ -56,6 +56,44 @@ def layer_schedule(m: ModelConfig) -> list[tuple[str, int]]:
     return steps
 
 
+Step = tuple[str, int]
+
+
+def segments(m: ModelConfig) -> list[tuple[tuple[Step, ...], int]]:
+    """The schedule as ``(unit, repeats)``: consecutive identical units run-length encoded.
+
+    Units are periods (a cross-attend and the self-attends up to the next one); a period
+    that does not repeat is split into its cross-attend and its latent towers. With
+    weight sharing, repeats 2..n are the same modules called again, so each run can be
+    one scanned block: on ImageNet ``[(cross 0 + tower, 1), (cross 1 + tower, 7)]``.
+    """
+    periods: list[tuple[Step, ...]] = []
+    for step in layer_schedule(m):
+        if step[0] == "cross" or not periods:
+            periods.append((step,))
+        else:
+            periods[-1] += (step,)
+    units: list[tuple[Step, ...]] = []
+    for period, repeats in _run_lengths(periods):
+        if repeats > 1 or len(period) == 1:
+            units += [period] * repeats
+            continue
+        s = max(1, m.self_attends_per_block)
+        head = 1 if period[0][0] == "cross" else 0
+        units += [period[:head]] if head else []
+        units += [period[i:i + s] for i in range(head, len(period), s)]
+    return _run_lengths(units)
+
+
+def _run_lengths(units: list[tuple[Step, ...]]) -> list[tuple[tuple[Step, ...], int]]:
+    merged: list[tuple[tuple[Step, ...], int]] = []
+    for unit in units:
+        if merged and merged[-1][0] == unit:
+            merged[-1] = (unit, merged[-1][1] + 1)
+        else:
+            merged.append((unit, 1))
+    return merged
+
 
 class Perceiver(nnx.Module):
     """``inputs [B, *index_dims, C]`` (+ optional positions / index) -> ``logits [B, classes]``."""
@@ -75,14 +113,20 @@ class Perceiver(nnx.Module):
         init = nnx.initializers.truncated_normal(stddev=m.latent_init_scale, lower=-2.0, upper=2.0)
         self.latents = nnx.Param(init(rngs.params(), (m.num_latents, m.latent_dim)))
         self.schedule = tuple(layer_schedule(m))
+        self.segments = tuple(segments(m))
+        self.scan = m.scan_repeats and m.dropout == 0  # scanned repeats draw no dropout masks
+        self.remat = m.remat
         n_cross = 1 + max(i for kind, i in self.schedule if kind == "cross")
         n_self = 1 + max((i for kind, i in self.schedule if kind == "self"), default=-1)
+        dtype = COMPUTE_DTYPES[m.precision]
         self.cross = nnx.List([
-            CrossAttend(m.latent_dim, c, f, m.cross_heads, m.widening_factor, m.dropout, rngs=rngs)
+            CrossAttend(m.latent_dim, c, f, m.cross_heads, m.widening_factor, m.dropout,
+                        rngs=rngs, dtype=dtype, chunk=m.cross_attention_chunk)
             for _ in range(n_cross)
         ])
         self.self_attends = nnx.List([
-            SelfAttend(m.latent_dim, m.self_heads, m.widening_factor, m.dropout, rngs=rngs)
+            SelfAttend(m.latent_dim, m.self_heads, m.widening_factor, m.dropout, rngs=rngs,
+                       dtype=dtype)
             for _ in range(n_self)
         ])
         self.head = linear(m.latent_dim, num_classes, rngs=rngs, zero=True)  # [DM]: zero init
@@ -92,7 +136,48 @@ class Perceiver(nnx.Module):
     ) -> jax.Array:
         x = self.adapter(inputs, positions, index)  # [B, M, C]
         z = jnp.broadcast_to(self.latents[...], (x.shape[0], *self.latents.shape)).astype(x.dtype)
-        for kind, i in self.schedule:
-            z = self.cross[i](z, x) if kind == "cross" else self.self_attends[i](z)
+        for unit, repeats in self.segments:
+            if self.scan and repeats > 1:
+                z = self._scanned(unit, repeats, z, x)
+            else:
+                for _ in range(repeats):
+                    z = self._unit(unit, z, x)
         return self.head(z.mean(axis=1))  # average, then project (paper v2)
+
+    def _modules(self, unit: tuple[Step, ...]) -> tuple[nnx.Module, ...]:
+        return tuple(self.cross[i] if kind == "cross" else self.self_attends[i]
+                     for kind, i in unit)
+
+    def _unit(self, unit: tuple[Step, ...], z: jax.Array, x: jax.Array) -> jax.Array:
+        """One unit, its modules called in order (each rematerialised if ``remat``)."""
+        for (kind, _), module in zip(unit, self._modules(unit), strict=True):
+            if self.remat:
+                graphdef, state = nnx.split(module)
+                z = _checkpointed(graphdef, kind)(state, z, x)
+            else:
+                z = module(z, x) if kind == "cross" else module(z)
+        return z
+
+    def _scanned(self, unit: tuple[Step, ...], repeats: int, z: jax.Array,
+                 x: jax.Array) -> jax.Array:
+        """``repeats`` calls of the same modules as one ``lax.scan``: compiled once."""
+        graphdef, state = nnx.split(self._modules(unit))
+
+        def body(z, _):
+            for (kind, _i), module in zip(unit, nnx.merge(graphdef, state), strict=True):
+                z = module(z, x) if kind == "cross" else module(z)
+            return z, None
+
+        z, _ = jax.lax.scan(jax.checkpoint(body) if self.remat else body, z, None,
+                            length=repeats)
+        return z
+
+
+def _checkpointed(graphdef: nnx.GraphDef, kind: str):
+    """A block as a pure function of its state, recomputed in the backward pass."""
+    def run(state, z, x):
+        module = nnx.merge(graphdef, state)
+        return module(z, x) if kind == "cross" else module(z)
+
+    return jax.checkpoint(run)
 

@@ -36,7 +36,13 @@ from suite.sweeps import placement
 from suite.sweeps.placement import Devices, Slot
 from suite.sweeps.results import run_status, write_results_csv
 from suite.sweeps.spec import Run
-from suite.sweeps.worker import EXIT_COMPLETED, EXIT_ERROR, EXIT_LOCKED, EXIT_RESOURCE
+from suite.sweeps.worker import (
+    EXIT_COMPLETED,
+    EXIT_DOES_NOT_FIT,
+    EXIT_ERROR,
+    EXIT_LOCKED,
+    EXIT_RESOURCE,
+)
 
 
 @dataclass
@@ -45,6 +51,7 @@ class GridOutcome:
     failed: list[str] = field(default_factory=list)
     elsewhere: list[str] = field(default_factory=list)  # locked by another runner
     interrupted: list[str] = field(default_factory=list)  # killed; the next runner resumes
+    does_not_fit: list[str] = field(default_factory=list)  # too big for this machine
     errors: dict[str, str] = field(default_factory=dict)  # run id -> the one-line reason
     stopped_by: int | None = None  # the signal that stopped the grid
 
@@ -55,6 +62,8 @@ class GridOutcome:
             parts.append(f"{len(self.interrupted)} interrupted (rerun to resume)")
         if self.elsewhere:
             parts.append(f"{len(self.elsewhere)} running in another runner")
+        if self.does_not_fit:
+            parts.append(f"{len(self.does_not_fit)} do not fit this machine")
         if self.errors:
             parts.append(f"{len(self.errors)} could not start")
         return ", ".join(parts)
@@ -65,7 +74,7 @@ class GridOutcome:
             return 128 + self.stopped_by
         if self.errors:
             return 2
-        return 1 if self.failed or self.interrupted else 0
+        return 1 if self.failed or self.interrupted or self.does_not_fit else 0
 
 
 def classify(code: int) -> str:
@@ -76,6 +85,8 @@ def classify(code: int) -> str:
         return "elsewhere"
     if code == EXIT_ERROR:
         return "error"
+    if code == EXIT_DOES_NOT_FIT:
+        return "does_not_fit"
     if code > 128 and code - 128 in (signal.SIGTERM, signal.SIGINT):
         return "stopped"  # checkpointed on request
     if code < 0 or code == EXIT_RESOURCE or code > 128:
@@ -205,6 +216,8 @@ def run_grid(
             outcome.completed.append(run.id)
         elif status == "failed" and not retry_failed:
             outcome.failed.append(run.id)
+        elif status == "does_not_fit" and not retry_failed:
+            outcome.does_not_fit.append(run.id)
         else:
             todo.append(run)
     say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
@@ -291,6 +304,9 @@ def _record(outcome: GridOutcome, run_id: str, status: str, code, run_dir: Path)
         reason = code if isinstance(code, str) else last_error_line(run_dir / "train.log")
         outcome.errors[run_id] = reason
         return f"ERROR: {reason}"
+    if status == "does_not_fit":
+        outcome.does_not_fit.append(run_id)
+        return f"DOES NOT FIT: {last_error_line(run_dir / 'train.log')}"
     if status == "stopped":
         outcome.interrupted.append(run_id)
         return "stopped; checkpointed, the next run resumes it"

@@ -9,6 +9,7 @@ OOM killer) from taking the grid down. The exit status tells the runner what hap
   a lock the file system cannot take): the last line of ``train.log`` says what;
 - 3 another process trains this run;
 - 4 a resource error (out of memory, a failed autotuning): nothing recorded, resumable;
+- 5 the run does not fit this machine (``summary.json`` says ``does_not_fit`` and why);
 - 128 + N stopped by signal N (checkpointed; resumable).
 """
 
@@ -25,6 +26,7 @@ from pathlib import Path
 from suite.training import lock, stop
 
 EXIT_COMPLETED, EXIT_FAILED, EXIT_ERROR, EXIT_LOCKED, EXIT_RESOURCE = 0, 1, 2, 3, 4
+EXIT_DOES_NOT_FIT = 5
 RESOURCE_ERRORS = re.compile(  # what XLA, CUDA and the allocator say when memory runs out
     r"RESOURCE_EXHAUSTED|out of memory|Failed to get configs|autotun|Failed to allocate|"
     r"CUDA_ERROR_OUT_OF_MEMORY|(?-i:\bOOM\b)", re.IGNORECASE)
@@ -78,6 +80,7 @@ def _train(args: argparse.Namespace) -> int:
     from suite import config as cfg_lib
     from suite.errors import CheckpointError, SuiteError
     from suite.files import read_json, write_json_atomic
+    from suite.training.preflight import DoesNotFit
     from suite.training.trainer import train_and_evaluate
 
     try:
@@ -88,6 +91,9 @@ def _train(args: argparse.Namespace) -> int:
     except CheckpointError as e:  # the folder's files are left exactly as they were
         print(f"error: {e}", flush=True)
         return EXIT_ERROR
+    except DoesNotFit as e:  # checked before the first step; the summary says why
+        print(f"error: {e}", flush=True)
+        return EXIT_DOES_NOT_FIT
     except Exception as e:  # record the failure; the grid goes on
         traceback.print_exc()
         if is_resource_error(e):  # the runner retries it; no summary, so it stays resumable

@@ -134,3 +134,35 @@ def measured_peak(dtype: str = "float32", seconds: float = 0.5, fresh: bool = Fa
     except OSError:
         pass
     return peak
+
+
+CACHE_ENV = "PERCEIVER_SUITE_COMPILE_CACHE"
+
+
+def compile_cache_dir() -> Path | None:
+    """Where compiled steps are cached across processes (``$PERCEIVER_SUITE_COMPILE_CACHE``,
+    else the user cache folder; ``off`` disables it)."""
+    setting = os.environ.get(CACHE_ENV, "").strip()
+    if setting.lower() in ("off", "0", "false", "none"):
+        return None
+    if setting:
+        return Path(setting).expanduser().absolute()
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "perceiver-suite" / "xla"
+
+
+def enable_compile_cache() -> Path | None:
+    """Turn on JAX's persistent compilation cache: a grid's second seed (same shapes, same
+    program) loads its steps instead of compiling them. Leaves a cache the user set alone."""
+    if jax.config.jax_compilation_cache_dir:
+        return Path(jax.config.jax_compilation_cache_dir)
+    folder = compile_cache_dir()
+    if folder is None:
+        return None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    return folder

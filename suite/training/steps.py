@@ -77,8 +77,11 @@ class Steps:
         self.eval_step = jax.jit(eval_step)
 
 
-def evaluate(steps: Steps, state, ds: data_lib.Dataset, batch_size: int) -> dict[str, float]:
-    """Loss and accuracy over the whole eval split (short last batch padded, weighted 0)."""
+def evaluate(eval_step, state, ds: data_lib.Dataset, batch_size: int) -> dict[str, float]:
+    """Loss and accuracy over the whole eval split (short last batch padded, weighted 0).
+
+    ``eval_step(state, batch, weight)``: ``Steps.eval_step`` or its compiled form.
+    """
     totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
     for batch in data_lib.eval_batches(ds, batch_size):
         n = batch["label"].shape[0]
@@ -87,7 +90,7 @@ def evaluate(steps: Steps, state, ds: data_lib.Dataset, batch_size: int) -> dict
         if n < batch_size:
             batch = {k: np.concatenate([v, np.repeat(v[-1:], batch_size - n, axis=0)])
                      for k, v in batch.items()}
-        out = jax.device_get(steps.eval_step(state, batch, weight))
+        out = jax.device_get(eval_step(state, batch, weight))
         for k in totals:
             totals[k] += float(out[k])
     return {"eval/loss": totals["loss"] / totals["count"],

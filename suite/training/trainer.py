@@ -30,10 +30,9 @@ from suite.config import Config
 from suite.errors import CheckpointError
 from suite.models.flops import analytic_flops, cost_of, train_flops
 from suite.models.registry import build_model, count_params
-from suite.training import devices, lock, stop
+from suite.training import devices, lock, preflight, stop
 from suite.training.checkpoint import Checkpointer
 from suite.training.optim import optimizer as make_optimizer
-from suite.training.optim import schedule as make_schedule
 from suite.training.run_folder import (
     CHECKPOINTS,
     MetricsLog,
@@ -45,7 +44,7 @@ from suite.training.run_folder import (
     write_config,
     write_summary,
 )
-from suite.training.steps import METRIC_KEYS, Steps, evaluate
+from suite.training.steps import METRIC_KEYS, evaluate
 from suite.training.writers import JsonlWriter, TensorBoardWriter, Writers
 
 
@@ -113,16 +112,22 @@ class Trainer:
     # ------------------------------------------------------------------ setup
 
     def setup(self) -> None:
-        """Data, model, optimizer, restore, compile. A stop signal here leaves no trace."""
+        """Data, a memory check on abstract shapes, model, optimizer, restore. A stop signal
+        here leaves no trace; a run that cannot fit raises ``DoesNotFit`` before any step."""
         t, config = self.t, self.config
+        devices.enable_compile_cache()
         self.ds = data_lib.load(config.data)  # user mistakes surface here, before writing
-        model = build_model(config, rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))
+        self.log(f"{self.name}: compiling the train step")
+        graphdef, abstract = preflight.abstract_state(config)
+        spec = preflight.batch_spec(config, t.batch_size)
+        self.plan = preflight.plan(config, graphdef, abstract, spec)
+        self.steps, self.compiled = self.plan.steps, self.plan.train
+        self.compile_seconds = self.plan.compile_seconds
         write_config(self.workdir, config)
+        model = build_model(config, rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))
         self.params = count_params(model)
-        opt = nnx.Optimizer(model, make_optimizer(t), wrt=nnx.Param)
-        graphdef, self.state = nnx.split((model, opt))
-        del model, opt
-        self.steps = Steps(graphdef, config, make_schedule(t))
+        self.state = nnx.state((model, nnx.Optimizer(model, make_optimizer(t), wrt=nnx.Param)))
+        del model
         self.train_iter = iter(data_lib.train_batches(self.ds, t.batch_size, seed=config.seed))
         self.ckpt = Checkpointer(self.workdir / CHECKPOINTS, t.keep_checkpoints)
         self.window = Window()
@@ -146,14 +151,10 @@ class Trainer:
         if t.tensorboard:
             writers.append(TensorBoardWriter(self.workdir, self.step))
         self.writer = Writers(*writers)
-        self.pending = next(self.train_iter)  # compiled on its shapes, then trained on
-        self.log(f"{self.name}: compiling the train step")
-        start = time.perf_counter()
-        self.compiled = self.steps.train_step.lower(self.state, self.pending).compile()
-        self.compile_seconds = time.perf_counter() - start
+        self.pending = next(self.train_iter)
+        if preflight.like(self.pending) != spec:  # the pipeline's batch is the truth
+            self.compiled, _ = preflight.compile_train(self.steps, self.state, self.pending)
         self.step_flops = cost_of(self.compiled)["flops"]
-        mem = self.compiled.memory_analysis()
-        self.xla_temp_bytes = int(getattr(mem, "temp_size_in_bytes", 0) or 0) if mem else 0
 
     def _start_metrics_afresh(self) -> None:
         """No checkpoint to resume: old metric lines are kept aside if checkpoints were."""
@@ -230,7 +231,7 @@ class Trainer:
                      f"{row['learning_rate']:.2e} {ex_s} ex/s eta {eta}")
 
     def _evaluate(self) -> None:
-        ev = evaluate(self.steps, self.state, self.ds, self.t.eval_batch_size)
+        ev = evaluate(self.plan.eval, self.state, self.ds, self.plan.eval_batch_size)
         self.writer.write({"step": self.step, **ev})
         if not self.bar:
             self.log(f"{self.name}: step {self.step} eval loss {ev['eval/loss']:.4f} "
@@ -290,7 +291,10 @@ class Trainer:
             "step_seconds": step_seconds,
             "examples_per_s": t.batch_size / step_seconds if step_seconds else None,
             "compile_seconds": self.compile_seconds,
-            "xla_temp_bytes": self.xla_temp_bytes,
+            "memory_predicted_bytes": self.plan.train_memory.total,  # XLA, train step
+            "xla_temp_bytes": self.plan.train_memory.temporaries,
+            "eval_batch_size": self.plan.eval_batch_size,
+            "memory_budget_bytes": self.plan.budget,
             "device_peak_bytes": devices.peak_device_bytes(),  # None on CPU
             "device_bytes_limit": devices.device_memory_bytes(),
             "peak_rss_bytes": devices.host_peak_rss_bytes(),  # the host process
@@ -347,12 +351,18 @@ def train_and_evaluate(
             return trainer.loop()
         except Diverged as e:
             return trainer.diverged(e.first_step)
+        except preflight.DoesNotFit as e:  # before any step: the reason is all that is written
+            write_summary(workdir, {"status": "does_not_fit", "reason": str(e), "metrics": {}})
+            raise preflight.DoesNotFit(f"{workdir}: does not fit: {e}") from None
         finally:
             trainer.close()
 
 
 def _prepare_retry(workdir: Path, summary: dict[str, Any], log: Callable[[str], None]) -> None:
-    if diverged(summary):
+    if summary.get("status") == "does_not_fit":
+        set_aside_summary(workdir, "does_not_fit")
+        log(f"{workdir.name}: it did not fit before; checking again")
+    elif diverged(summary):
         k, moved = set_aside_attempt(workdir)
         log(f"{workdir.name}: it diverged before; starting again from step 0 (the failed "
             f"attempt is kept as {', '.join(moved)})")

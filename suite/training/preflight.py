@@ -1,0 +1,197 @@
+"""Before a run trains: compile its steps on abstract shapes, predict their memory, and
+compare it with what there is, so a run that cannot fit stops before its first step.
+
+Nothing is allocated here: the model and optimizer are traced with ``nnx.eval_shape``
+and the steps lowered on ``ShapeDtypeStruct``s, so a 326M-parameter config is planned on
+a laptop. XLA's prediction of a step is arguments + outputs + temporaries - the bytes
+the donated state shares with the outputs. The train step runs at ``train.batch_size``;
+the eval step at ``train.eval_batch_size`` or, if that is unset, at the largest power of
+two up to 256 that fits. What there is: the device's memory on accelerators, the host's
+available memory on CPUs, or ``$PERCEIVER_SUITE_MEMORY_BYTES`` to plan for another
+machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from suite.config import Config
+from suite.errors import SuiteError
+from suite.models import build_model
+from suite.training import devices
+from suite.training.optim import optimizer, schedule
+from suite.training.steps import Steps
+
+BUDGET_ENV = "PERCEIVER_SUITE_MEMORY_BYTES"
+MAX_EVAL_BATCH = 256
+KNOBS = ("train.batch_size", "train.eval_batch_size", "model.cross_attention_chunk",
+         "model.remat", "model.precision")
+
+
+class DoesNotFit(SuiteError):
+    """A step's predicted memory exceeds what the device (or host) has."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Memory:
+    """XLA's memory analysis of one compiled step, in bytes."""
+
+    arguments: int
+    outputs: int
+    temporaries: int
+    aliased: int  # donated arguments reused for outputs
+
+    @property
+    def total(self) -> int:
+        return self.arguments + self.outputs + self.temporaries - self.aliased
+
+    @classmethod
+    def of(cls, compiled: Any) -> Memory:
+        m = compiled.memory_analysis()
+        if m is None:
+            return cls(0, 0, 0, 0)
+        return cls(int(m.argument_size_in_bytes), int(m.output_size_in_bytes),
+                   int(m.temp_size_in_bytes), int(m.alias_size_in_bytes))
+
+
+@dataclasses.dataclass
+class Plan:
+    """The compiled steps of a run and what they need."""
+
+    steps: Steps
+    train: Any  # the compiled train step
+    eval: Any | None  # the compiled eval step
+    train_memory: Memory
+    eval_memory: Memory | None
+    eval_batch_size: int
+    compile_seconds: float  # of the train step
+    budget: int
+    budget_source: str
+    problem: str | None = None  # why it does not fit (when not checked)
+
+
+def abstract_state(config: Config) -> tuple[nnx.GraphDef, Any]:
+    """The (model, optimizer) graph and its state as shapes only."""
+    def make():
+        model = build_model(config, rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))
+        return model, nnx.Optimizer(model, optimizer(config.train), wrt=nnx.Param)
+
+    return nnx.split(nnx.eval_shape(make))
+
+
+def batch_spec(config: Config, batch: int, *, label: bool = True) -> dict[str, Any]:
+    """The abstract batch the data pipeline yields for this config."""
+    d = config.data
+    m = math.prod(d.index_dims)
+    permuted = d.permutation == "fixed"
+    shape = (batch, m, d.channels) if permuted else (batch, *d.index_dims, d.channels)
+    spec = {"inputs": jax.ShapeDtypeStruct(shape, jnp.float32)}
+    if d.pos_dim is not None:
+        spec["positions"] = jax.ShapeDtypeStruct((batch, m, d.pos_dim), jnp.float32)
+    elif permuted:
+        spec["index"] = jax.ShapeDtypeStruct((batch, m), jnp.int32)
+    if label:
+        spec["label"] = jax.ShapeDtypeStruct((batch,), jnp.int32)
+    return spec
+
+
+def like(batch: dict[str, Any]) -> dict[str, jax.ShapeDtypeStruct]:
+    """Abstract shapes of a concrete batch."""
+    return {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch.items()}
+
+
+def budget() -> tuple[int, str]:
+    """Bytes one run may use, and what the figure is."""
+    if os.environ.get(BUDGET_ENV):
+        return int(float(os.environ[BUDGET_ENV])), f"${BUDGET_ENV}"
+    device = devices.device_memory_bytes()
+    if device:
+        return device, f"{jax.local_devices()[0].device_kind} memory"
+    return devices.available_host_bytes(), "available host memory"
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def compile_train(steps: Steps, state: Any, batch: dict[str, Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    compiled = steps.train_step.lower(state, batch).compile()
+    return compiled, time.perf_counter() - start
+
+
+def compile_eval(steps: Steps, state: Any, config: Config, size: int) -> Any:
+    weight = jax.ShapeDtypeStruct((size,), jnp.float32)
+    return steps.eval_step.lower(state, batch_spec(config, size), weight).compile()
+
+
+def plan(config: Config, graphdef: nnx.GraphDef, state: Any, batch: dict[str, Any],
+         *, evaluate: bool = True, check: bool = True) -> Plan:
+    """Compile both steps on abstract shapes; raise :class:`DoesNotFit` if either cannot
+    fit (unless ``check`` is off: then only the train step is compiled and reported)."""
+    steps = Steps(graphdef, config, schedule(config.train))
+    have, source = budget()
+    train, seconds = compile_train(steps, state, like(batch))
+    need = Memory.of(train)
+    result = Plan(steps, train, None, need, None, 0, seconds, have, source)
+    try:
+        _check_train(config, need, have, source)
+        if evaluate:
+            result.eval, result.eval_memory, result.eval_batch_size = _eval_plan(
+                steps, state, config, have, source)
+    except DoesNotFit as e:
+        if check:
+            raise
+        result.problem = str(e)
+    return result
+
+
+def _check_train(config: Config, need: Memory, have: int, source: str) -> None:
+    if need.total > have:
+        raise DoesNotFit(
+            f"the train step needs {_gib(need.total)} at train.batch_size="
+            f"{config.train.batch_size} (arguments {_gib(need.arguments)}, temporaries "
+            f"{_gib(need.temporaries)}), {source} is {_gib(have)}; lower train.batch_size, "
+            "or set model.cross_attention_chunk, model.remat=true or model.precision=bfloat16")
+
+
+def _eval_plan(steps: Steps, state: Any, config: Config, have: int,
+               source: str) -> tuple[Any, Memory, int]:
+    """The eval step at the configured size, or the largest power of two <= 256 that fits."""
+    size = config.train.eval_batch_size
+    if size is not None:
+        compiled = compile_eval(steps, state, config, size)
+        if Memory.of(compiled).total > have:
+            raise DoesNotFit(
+                f"the eval step needs {_gib(Memory.of(compiled).total)} at "
+                f"train.eval_batch_size={size}, {source} is {_gib(have)}; lower "
+                "train.eval_batch_size or leave it unset to choose one that fits")
+        return compiled, Memory.of(compiled), size
+    size = MAX_EVAL_BATCH
+    compiled = compile_eval(steps, state, config, size)
+    need = Memory.of(compiled)
+    if need.total > have:  # the state, plus memory per example: jump to the size that fits
+        fixed = sum(math.prod(x.shape) * getattr(x.dtype, "itemsize", 4)
+                    for x in jax.tree.leaves(state))
+        per_example = max(1.0, (need.total - fixed) / size)
+        guess = int((have - fixed) // per_example)
+        size = min(size // 2, 2 ** int(math.log2(guess))) if guess >= 1 else 1
+        while True:
+            compiled = compile_eval(steps, state, config, size)
+            need = Memory.of(compiled)
+            if need.total <= have or size == 1:
+                break
+            size //= 2
+    if need.total > have:
+        raise DoesNotFit(f"the eval step needs {_gib(need.total)} even at batch 1, {source} is "
+                         f"{_gib(have)}; set model.cross_attention_chunk or "
+                         "model.precision=bfloat16")
+    return compiled, need, size

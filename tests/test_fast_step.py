@@ -1,0 +1,107 @@
+"""The fast paths compute the same numbers as the plain model: chunked cross-attention,
+scanned weight-shared repeats, rematerialisation; bfloat16 keeps float32 where it must;
+scanned repeats keep the compiled program's size flat in the depth."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from suite import config as C
+from suite.models import build_model
+from suite.models.layers import chunked_attention
+from suite.models.perceiver import layer_schedule, segments
+from suite.training import devices
+
+RNG = np.random.default_rng(0)
+DEEP = {"model.num_blocks": 4, "model.num_cross_attends": 4, "model.self_attends_per_block": 1}
+
+
+def normal(*shape):
+    return jnp.asarray(RNG.normal(size=shape), jnp.float32)
+
+
+@pytest.mark.parametrize("keys,chunk", [(37, 8), (64, 16), (5, 4)])
+def test_chunked_attention_equals_plain_attention_and_so_do_its_gradients(keys, chunk):
+    q, k, v = normal(2, 5, 2, 8), normal(2, keys, 2, 8), normal(2, keys, 2, 8)
+    np.testing.assert_allclose(chunked_attention(q, k, v, chunk),
+                               jax.nn.dot_product_attention(q, k, v), atol=1e-5)
+    grads = [jax.grad(lambda *a, f=f: (f(*a) ** 2).sum(), argnums=(0, 1, 2))(q, k, v)
+             for f in (lambda *a: chunked_attention(*a, chunk), jax.nn.dot_product_attention)]
+    for a, b in zip(*grads, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def models(**variants):
+    """The same initial weights under several configs (a random head, so logits vary)."""
+    head = None
+    built = {}
+    for name, overrides in variants.items():
+        model = build_model(C.build("digits", {**DEEP, **overrides}), rngs=nnx.Rngs(0))
+        head = normal(*model.head.kernel.shape) if head is None else head
+        model.head.kernel[...] = head
+        built[name] = model
+    return built
+
+
+def outputs_and_grads(model, x):
+    loss = lambda m: (m(x) ** 2).sum()  # noqa: E731
+    return model(x), jax.tree.leaves(nnx.grad(loss)(model))
+
+
+@pytest.mark.parametrize("fast", [
+    {"model.scan_repeats": True}, {"model.remat": True},
+    {"model.cross_attention_chunk": 16}, {"model.remat": True, "model.cross_attention_chunk": 7},
+], ids=["scan", "remat", "chunk", "remat+chunk"])
+def test_fast_paths_compute_the_numbers_of_the_plain_model(fast):
+    x = normal(3, 8, 8, 1)
+    built = models(plain={"model.scan_repeats": False}, fast=fast)
+    (y0, g0), (y1, g1) = (outputs_and_grads(m, x) for m in built.values())
+    np.testing.assert_allclose(y1, y0, atol=1e-5 * float(jnp.abs(y0).max()))
+    scale = max(float(jnp.abs(g).max()) for g in g0)  # relative to the gradient's scale
+    for a, b in zip(g1, g0, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5 * scale)
+
+
+def test_shared_repeats_are_one_segment_and_the_schedule_is_kept():
+    m = C.build("imagenet", {}).model
+    assert [(unit[0], n) for unit, n in segments(m)] == [
+        (("cross", 0), 1), (("self", 0), 1), (("cross", 1), 7)]
+    for overrides in ({}, {"model.weight_sharing": False},
+                      {"model.cross_attend_placement": "start"}, {"model.num_cross_attends": 2}):
+        m = C.build("imagenet", overrides).model
+        flat = [step for unit, n in segments(m) for _ in range(n) for step in unit]
+        assert flat == layer_schedule(m)
+
+
+def program_size(blocks: int, scan: bool) -> int:
+    config = C.build("digits", {"model.num_blocks": blocks, "model.num_cross_attends": blocks,
+                                "model.scan_repeats": scan})
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: build_model(config, rngs=nnx.Rngs(0))))
+    x = jax.ShapeDtypeStruct((2, 8, 8, 1), jnp.float32)
+    forward = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))
+    return len(forward.lower(state, x).as_text())
+
+
+def test_scanned_repeats_keep_the_program_size_flat_in_the_depth():
+    assert program_size(8, scan=True) < 1.2 * program_size(2, scan=True)
+    assert program_size(8, scan=False) > 3 * program_size(2, scan=False)
+
+
+def test_bfloat16_computes_matmuls_in_bfloat16_and_keeps_float32_where_it_must():
+    model = build_model(C.build("digits", {"model.precision": "bfloat16"}), rngs=nnx.Rngs(0))
+    params = jax.tree.leaves(nnx.state(model, nnx.Param))
+    assert {p.dtype for p in params} == {jnp.dtype(jnp.float32)}  # parameters stay f32
+    assert model.cross[0].attn.q.dtype == jnp.bfloat16 and model.head.dtype is None
+    logits = model(normal(2, 8, 8, 1))
+    assert logits.dtype == jnp.float32 and bool(jnp.isfinite(logits).all())
+    hlo = jax.jit(lambda x: model(x)).lower(normal(2, 8, 8, 1)).as_text()
+    assert "bf16" in hlo and "f32" in hlo
+
+
+def test_the_compile_cache_goes_where_it_is_told_or_nowhere(tmp_path, monkeypatch):
+    monkeypatch.setenv(devices.CACHE_ENV, str(tmp_path / "cache"))
+    assert devices.compile_cache_dir() == tmp_path / "cache"
+    monkeypatch.setenv(devices.CACHE_ENV, "off")
+    assert devices.compile_cache_dir() is None
