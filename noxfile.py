@@ -81,6 +81,21 @@ def bench(session: nox.Session) -> None:
     session.run("perceiver-suite", "bench", *session.posargs, env=JOB_ENV)
 
 
+@nox.session(python=PYTHON, name="bench-step")
+def bench_step(session: nox.Session) -> None:
+    """The fast-step targets (memory, compile, cache, bf16): writes results/bench/targets.*"""
+    _install(session)
+    session.run("perceiver-suite", "bench", "--targets", *session.posargs, env=JOB_ENV)
+
+
+@nox.session(python=PYTHON, name="bench-peer")
+def bench_peer(session: nox.Session) -> None:
+    """Our train step against perceiver-pytorch (installed here, never in the suite)."""
+    _install(session)
+    session.install("torch==2.13.0", "perceiver-pytorch==0.11.0", "einops>=0.8")
+    session.run("perceiver-suite", "bench", "--peer", *session.posargs, env=JOB_ENV)
+
+
 @nox.session(python=PYTHON)
 def scaling(session: nox.Session) -> None:
     """Perceiver vs Transformer compute against input size: writes results/scaling/."""

@@ -89,7 +89,7 @@ def test_dry_run_gives_memory_and_flops_per_run_and_for_the_grid(tmp_path, capsy
     rows = [ln for ln in out.splitlines() if ln.startswith("num_latents=")]
     assert len(rows) == 4 and all(ln.split()[-2] == "yes" for ln in rows)
     assert all("MiB" in ln for ln in rows)
-    assert "train FLOPs in all:" in out and "available host memory is" in out
+    assert "train FLOPs in all:" in out and "of the available host memory is" in out
     assert "estimated wall time:" in out and "without" not in out  # --measure timed all
     assert not (tmp_path / "out").exists()
 

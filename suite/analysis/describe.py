@@ -58,6 +58,7 @@ def train_step(config: Config) -> dict[str, Any]:
                           evaluate=False, check=False)
     m = plan.train_memory
     return {"batch_size": batch, "compile_seconds": plan.compile_seconds,
+            "trace_seconds": plan.trace_seconds,
             "arguments_bytes": m.arguments, "outputs_bytes": m.outputs,
             "temporaries_bytes": m.temporaries, "aliased_bytes": m.aliased,
             "total_bytes": m.total}
@@ -106,5 +107,6 @@ def render(info: dict[str, Any]) -> str:
         lines.append(f"train step, batch {t['batch_size']:<6} = {gib(t['total_bytes'])} "
                      f"(arguments {gib(t['arguments_bytes'])}, outputs {gib(t['outputs_bytes'])}"
                      f", temporaries {gib(t['temporaries_bytes'])}, donated "
-                     f"{gib(t['aliased_bytes'])}); compiled in {t['compile_seconds']:.1f}s")
+                     f"{gib(t['aliased_bytes'])}); traced in {t['trace_seconds']:.1f}s, "
+                     f"compiled in {t['compile_seconds']:.1f}s")
     return "\n".join(lines)

@@ -15,25 +15,69 @@ from suite.cli.common import command, overrides_arg
 @command
 def _bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "bench", help="input pipeline vs train step throughput (CSV + Markdown)",
-        description="For each task, time the grain pipeline and the compiled train step of "
-        "the task's small preset, in examples/s, and write OUT/pipeline.csv and pipeline.md.")
+        "bench", help="throughput benchmarks: pipeline vs step, fast-step targets, the peer",
+        description="By default, for each task, time the grain pipeline and the compiled "
+        "train step of the task's small preset, in examples/s, and write OUT/pipeline.csv "
+        "and pipeline.md. --targets measures the fast-step targets (memory, compile time, "
+        "the compilation cache, bfloat16) into OUT/targets.{csv,md}; --peer times our train "
+        "step against perceiver-pytorch (installed by `nox -s bench-peer`) into "
+        "OUT/peer.{csv,md}.")
     p.add_argument("--tasks", default="digits,fashion_mnist,mnist1d,shapes3d",
                    help="comma-separated tasks (default: %(default)s)")
     p.add_argument("--steps", type=int, default=20, help="timed train steps per task")
+    p.add_argument("--targets", nargs="?", const="memory,compile,cache,bfloat16",
+                   metavar="NAMES", help="measure the fast-step targets (default: all of "
+                   "memory,compile,cache,bfloat16)")
+    p.add_argument("--peer", action="store_true", help="time our step against perceiver-pytorch")
+    p.add_argument("--rounds", type=int, default=3, help="--peer: alternating rounds")
     p.add_argument("--out", default="results/bench", help="output folder (default: %(default)s)")
     p.set_defaults(func=run_bench)
 
 
 def run_bench(args: argparse.Namespace) -> int:
     from suite.analysis.bench import dispatch_overhead, pipeline_vs_step, write
+    from suite.training.devices import machine_description
 
+    command = " ".join(["perceiver-suite bench", *sys.argv[2:]])
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    if args.peer or args.targets:
+        from suite.analysis import peer, targets
+
+        if args.targets:
+            rows = targets.measure([t.strip() for t in args.targets.split(",")], log)
+            print(targets_write(rows, Path(args.out), command, machine_description()))
+        if args.peer:
+            rows = peer.compare(rounds=args.rounds, steps=args.steps if args.steps != 20 else 5)
+            print(peer.write(rows, Path(args.out), command, machine_description()).read_text())
+        return 0
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     rows = pipeline_vs_step(tasks, steps=args.steps)
     path = write(rows, Path(args.out), " ".join(["perceiver-suite bench", *sys.argv[2:]]),
                  dispatch_overhead())
     print(path.read_text())
     return 0
+
+
+def targets_write(rows, out: Path, command: str, machine: str) -> str:
+    import pandas as pd
+
+    from suite.files import write_text_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame([{**r, "command": command, "machine": machine} for r in rows])
+    if (out / "targets.csv").exists():  # re-measuring some targets keeps the others
+        old = pd.read_csv(out / "targets.csv")
+        frame = pd.concat([old[~old["name"].isin(frame["name"])], frame])
+        frame = frame.set_index("name").reindex(
+            [n for n in ("memory", "compile", "cache", "bfloat16") if n in set(frame["name"])]
+        ).reset_index()
+    write_text_atomic(out / "targets.csv", frame.to_csv(index=False))
+    text = "\n".join(["# Fast-step targets", "", frame[["target", "plain", "fast", "ratio", "goal",
+                      "met"]].to_markdown(index=False), ""]
+                     + [f"- command: `{c}`" for c in frame["command"].unique()]
+                     + [f"- machine: {m}" for m in frame["machine"].unique()] + [""])
+    write_text_atomic(out / "targets.md", text)
+    return text
 
 
 # ---------------------------------------------------------------------------- scaling

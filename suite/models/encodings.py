@@ -130,9 +130,9 @@ class InputAdapter(nnx.Module):
         self.learned, self.project = learned, project
         self.out_channels = channels + (pos_width if self.combine == "concat" else 0)
 
-    def _grid_features(self) -> np.ndarray:
+    def _grid_features(self) -> jax.Array:
         return fourier_features(
-            grid_positions(self.index_dims), self.bands, self.max_resolution,
+            jnp.asarray(grid_positions(self.index_dims)), self.bands, self.max_resolution,
             concat_pos=self.concat_pos, sine_only=self.sine_only,
         )
 
@@ -152,7 +152,7 @@ class InputAdapter(nnx.Module):
             elif self.explicit:
                 raise ValueError("this task has explicit positions: pass positions=[B, M, p]")
             else:
-                pe = jnp.asarray(self._grid_features())  # constant, folded by XLA
+                pe = self._grid_features()  # computed in the graph: no M x C constant
                 pe = pe[index] if index is not None else pe
             if self.project is not None:
                 pe = self.project(pe)

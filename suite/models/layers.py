@@ -33,6 +33,40 @@ def linear(din: int, dout: int, *, rngs: nnx.Rngs, zero: bool = False,
     return nnx.Linear(din, dout, kernel_init=init, rngs=rngs, dtype=dtype)
 
 
+def chunk_size(m: int, chunk: int) -> int:
+    """``chunk``, or the largest divisor of ``m`` near it (so no padding is needed)."""
+    best = max(d for d in range(1, min(chunk, m) + 1) if m % d == 0)
+    return best if best * 4 >= chunk else chunk
+
+
+def online_softmax_init(b: int, n: int, h: int, c: int):
+    """Running maximum, running sum ``[B, H, N]`` and weighted values ``[B, N, H, c]``."""
+    return (jnp.full((b, h, n), -jnp.inf, jnp.float32), jnp.zeros((b, h, n), jnp.float32),
+            jnp.zeros((b, n, h, c), jnp.float32))
+
+
+def online_softmax_step(carry, q: jax.Array, k: jax.Array, v: jax.Array, valid: jax.Array):
+    """Fold one chunk of keys/values into the running softmax-weighted sum (float32).
+
+    ``q [B, N, H, c]`` already scaled by 1/sqrt(c); ``k, v [B, K, H, c]``; ``valid [K]``.
+    """
+    top, total, acc = carry
+    logits = jnp.einsum("bnhc,bkhc->bhnk", q, k, preferred_element_type=jnp.float32)
+    logits = jnp.where(valid, logits, -jnp.inf)
+    new_top = jnp.maximum(top, logits.max(-1))
+    rescale = jnp.exp(top - new_top)
+    p = jnp.exp(logits - new_top[..., None])
+    total = total * rescale + p.sum(-1)
+    acc = acc * rescale.transpose(0, 2, 1)[..., None] + jnp.einsum(
+        "bhnk,bkhc->bnhc", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    return new_top, total, acc
+
+
+def online_softmax_result(carry, dtype) -> jax.Array:
+    _, total, acc = carry
+    return (acc / total.transpose(0, 2, 1)[..., None]).astype(dtype)
+
+
 def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, chunk: int) -> jax.Array:
     """``softmax(q k^T / sqrt(c)) v`` over the keys in chunks of ``chunk`` with an online
     softmax (flash-attention style, pure JAX): the ``[B, H, N, M]`` logits never exist
@@ -43,31 +77,19 @@ def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, chunk: int) -> j
     """
     b, n, h, c = q.shape
     m = k.shape[1]
+    chunk = chunk_size(m, chunk)
     pad = -m % chunk
-    k, v = (jnp.pad(t, ((0, 0), (0, pad), (0, 0), (0, 0))) for t in (k, v))
-    kc = k.reshape(b, -1, chunk, h, c).swapaxes(0, 1)  # [chunks, B, K, H, c]
-    vc = v.reshape(b, -1, chunk, h, c).swapaxes(0, 1)
-    valid = (jnp.arange(m + pad) < m).reshape(-1, chunk)  # [chunks, K]
+    k, v = (jnp.pad(t, ((0, 0), (0, pad), (0, 0), (0, 0))) if pad else t for t in (k, v))
     q = q * jnp.asarray(1.0 / math.sqrt(c), q.dtype)
 
     @jax.checkpoint
-    def step(carry, xs):
-        top, total, acc = carry  # [B, H, N], [B, H, N], [B, N, H, c]
-        kk, vv, ok = xs
-        logits = jnp.einsum("bnhc,bkhc->bhnk", q, kk, preferred_element_type=jnp.float32)
-        logits = jnp.where(ok, logits, -jnp.inf)
-        new_top = jnp.maximum(top, logits.max(-1))
-        rescale = jnp.exp(top - new_top)
-        p = jnp.exp(logits - new_top[..., None])
-        total = total * rescale + p.sum(-1)
-        acc = acc * rescale.transpose(0, 2, 1)[..., None] + jnp.einsum(
-            "bhnk,bkhc->bnhc", p.astype(vv.dtype), vv, preferred_element_type=jnp.float32)
-        return (new_top, total, acc), None
+    def step(carry, i):
+        kk, vv = (jax.lax.dynamic_slice_in_dim(t, i * chunk, chunk, axis=1) for t in (k, v))
+        valid = i * chunk + jnp.arange(chunk) < m
+        return online_softmax_step(carry, q, kk, vv, valid), None
 
-    init = (jnp.full((b, h, n), -jnp.inf, jnp.float32), jnp.zeros((b, h, n), jnp.float32),
-            jnp.zeros((b, n, h, c), jnp.float32))
-    (_, total, acc), _ = jax.lax.scan(step, init, (kc, vc, valid))
-    return (acc / total.transpose(0, 2, 1)[..., None]).astype(q.dtype)
+    carry, _ = jax.lax.scan(step, online_softmax_init(b, n, h, c), jnp.arange((m + pad) // chunk))
+    return online_softmax_result(carry, q.dtype)
 
 
 class Attention(nnx.Module):
@@ -79,26 +101,24 @@ class Attention(nnx.Module):
 
     def __init__(
         self, q_dim: int, kv_dim: int, channels: int, out_channels: int, num_heads: int,
-        *, rngs: nnx.Rngs, dtype: Any = None, chunk: int = 0,
+        *, rngs: nnx.Rngs, dtype: Any = None,
     ):
         if channels % num_heads:
             raise ConfigError(f"attention width {channels} is not divisible by {num_heads} heads")
-        self.num_heads, self.chunk = num_heads, chunk
+        self.num_heads = num_heads
         self.q = linear(q_dim, channels, rngs=rngs, dtype=dtype)
         self.k = linear(kv_dim, channels, rngs=rngs, dtype=dtype)
         self.v = linear(kv_dim, channels, rngs=rngs, dtype=dtype)
         self.out = linear(channels, out_channels, rngs=rngs, dtype=dtype)
 
-    def __call__(self, q_in: jax.Array, kv_in: jax.Array) -> jax.Array:
-        def heads(x: jax.Array) -> jax.Array:  # [B, T, H*c] -> [B, T, H, c]
-            return x.reshape(*x.shape[:-1], self.num_heads, -1)
+    def heads(self, x: jax.Array) -> jax.Array:
+        """``[B, T, H*c]`` -> ``[B, T, H, c]``."""
+        return x.reshape(*x.shape[:-1], self.num_heads, -1)
 
-        q, k, v = heads(self.q(q_in)), heads(self.k(kv_in)), heads(self.v(kv_in))
+    def __call__(self, q_in: jax.Array, kv_in: jax.Array) -> jax.Array:
+        q, k, v = self.heads(self.q(q_in)), self.heads(self.k(kv_in)), self.heads(self.v(kv_in))
         # softmax(q k^T / sqrt(c)) v, per head: 'bnhc,bmhc->bhnm' then 'bhnm,bmhc->bnhc'.
-        if self.chunk and k.shape[1] > self.chunk:
-            out = chunked_attention(q, k, v, self.chunk)
-        else:
-            out = jax.nn.dot_product_attention(q, k, v)
+        out = jax.nn.dot_product_attention(q, k, v)
         return self.out(out.reshape(*out.shape[:-2], -1))
 
 
@@ -134,14 +154,44 @@ class CrossAttend(nnx.Module):
         self.ln_q = nnx.LayerNorm(latent_dim, epsilon=LN_EPS, rngs=rngs)
         self.ln_kv = nnx.LayerNorm(input_dim, epsilon=LN_EPS, rngs=rngs)
         self.attn = Attention(latent_dim, input_dim, channels, latent_dim, num_heads, rngs=rngs,
-                              dtype=dtype, chunk=chunk)
+                              dtype=dtype)
+        self.chunk = chunk  # > 0: attend to the inputs a chunk at a time (_streamed)
         self.ln_mlp = nnx.LayerNorm(latent_dim, epsilon=LN_EPS, rngs=rngs)
         self.mlp = MLP(latent_dim, widening_factor, rngs=rngs, dtype=dtype)
         self.drop = Residual(dropout, rngs=rngs)
 
     def __call__(self, z: jax.Array, x: jax.Array) -> jax.Array:
-        z = z + self.drop(self.attn(self.ln_q(z), self.ln_kv(x)))  # query residual
+        if self.chunk and x.shape[1] > self.chunk:
+            attended = self._streamed(self.ln_q(z), x)
+        else:
+            attended = self.attn(self.ln_q(z), self.ln_kv(x))
+        z = z + self.drop(attended)  # query residual
         return z + self.drop(self.mlp(self.ln_mlp(z)))
+
+    def _streamed(self, q_in: jax.Array, x: jax.Array) -> jax.Array:
+        """Attention over the inputs ``x [B, M, C]`` a chunk at a time: the key/value
+        LayerNorm, projections and logits exist for one chunk only, in the forward pass
+        and (recomputed) in the backward pass; an online softmax joins the chunks."""
+        attn, (b, m, _) = self.attn, x.shape
+        chunk = chunk_size(m, self.chunk)
+        pad = -m % chunk
+        x = jnp.pad(x, ((0, 0), (0, pad), (0, 0))) if pad else x
+        q = attn.heads(attn.q(q_in))
+        q = q * jnp.asarray(1.0 / math.sqrt(q.shape[-1]), q.dtype)
+        graphdef, state = nnx.split((self.ln_kv, attn.k, attn.v))
+
+        @jax.checkpoint
+        def step(carry, i):
+            ln, k_proj, v_proj = nnx.merge(graphdef, state)
+            h = ln(jax.lax.dynamic_slice_in_dim(x, i * chunk, chunk, axis=1))
+            valid = i * chunk + jnp.arange(chunk) < m
+            return online_softmax_step(carry, q, attn.heads(k_proj(h)), attn.heads(v_proj(h)),
+                                       valid), None
+
+        init = online_softmax_init(b, q.shape[1], attn.num_heads, q.shape[-1])
+        carry, _ = jax.lax.scan(step, init, jnp.arange((m + pad) // chunk))
+        out = online_softmax_result(carry, q.dtype)
+        return attn.out(out.reshape(*out.shape[:-2], -1))
 
 
 class SelfAttend(nnx.Module):

@@ -136,7 +136,11 @@ class Perceiver(nnx.Module):
     ) -> jax.Array:
         x = self.adapter(inputs, positions, index)  # [B, M, C]
         z = jnp.broadcast_to(self.latents[...], (x.shape[0], *self.latents.shape)).astype(x.dtype)
-        for unit, repeats in self.segments:
+        segs = list(self.segments)
+        if self.scan and _first_block_folds(segs):  # cross 0 + tower, then (cross 1 + tower)
+            z = self._scanned_with_first(segs[0][0][0][1], segs[2][0], segs[2][1], z, x)
+            segs = segs[3:]
+        for unit, repeats in segs:
             if self.scan and repeats > 1:
                 z = self._scanned(unit, repeats, z, x)
             else:
@@ -171,6 +175,37 @@ class Perceiver(nnx.Module):
         z, _ = jax.lax.scan(jax.checkpoint(body) if self.remat else body, z, None,
                             length=repeats)
         return z
+
+
+    def _scanned_with_first(self, first: int, unit: tuple[Step, ...], repeats: int,
+                            z: jax.Array, x: jax.Array) -> jax.Array:
+        """The first block too in the scan: its cross-attend's weights are stacked with the
+        shared one's and picked by the iteration index, so the whole latent stack is one
+        compiled block (the first cross-attend keeps its own weights, as the paper's)."""
+        graphdef, own = nnx.split(self.cross[first])
+        _, shared = nnx.split(self.cross[unit[0][1]])
+        stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), own, shared)
+        tower_def, tower = nnx.split(self._modules(unit[1:]))
+
+        def body(z, i):
+            picked = jax.tree.map(lambda w: w[jnp.minimum(i, 1)], stacked)
+            z = nnx.merge(graphdef, picked)(z, x)
+            for module in nnx.merge(tower_def, tower):
+                z = module(z)
+            return z, None
+
+        z, _ = jax.lax.scan(jax.checkpoint(body) if self.remat else body, z,
+                            jnp.arange(repeats + 1))
+        return z
+
+
+def _first_block_folds(segs: list[tuple[tuple[Step, ...], int]]) -> bool:
+    """``[(cross a), (tower), (cross b + the same tower) x n, ...]``: foldable into one scan."""
+    if len(segs) < 3 or segs[0][1] != 1 or segs[1][1] != 1 or len(segs[0][0]) != 1:
+        return False
+    (first,), tower = segs[0][0], segs[1][0]
+    unit = segs[2][0]
+    return first[0] == "cross" and unit[0][0] == "cross" and unit[1:] == tower and len(tower) > 0
 
 
 def _checkpointed(graphdef: nnx.GraphDef, kind: str):

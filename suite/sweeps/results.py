@@ -16,7 +16,7 @@ from suite.files import read_json, write_text_atomic
 SUMMARY_FIELDS = (
     "params", "flops_per_step_analytic", "flops_per_step_xla", "flops_per_example_analytic",
     "flops_per_example_xla", "flops_forward_analytic", "achieved_flops_per_s", "mfu",
-    "step_seconds", "examples_per_s", "compile_seconds", "device_peak_bytes",
+    "step_seconds", "examples_per_s", "compile_seconds", "trace_seconds", "device_peak_bytes",
     "peak_rss_bytes", "wall_seconds", "device", "machine",
 )
 

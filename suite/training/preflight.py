@@ -6,9 +6,9 @@ and the steps lowered on ``ShapeDtypeStruct``s, so a 326M-parameter config is pl
 a laptop. XLA's prediction of a step is arguments + outputs + temporaries - the bytes
 the donated state shares with the outputs. The train step runs at ``train.batch_size``;
 the eval step at ``train.eval_batch_size`` or, if that is unset, at the largest power of
-two up to 256 that fits. What there is: the device's memory on accelerators, the host's
-available memory on CPUs, or ``$PERCEIVER_SUITE_MEMORY_BYTES`` to plan for another
-machine.
+two up to 256 that fits. What there is: the device's memory on accelerators, 60% of the
+host's available memory on CPUs, or ``$PERCEIVER_SUITE_MEMORY_BYTES`` to plan for
+another machine.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from suite.training.steps import Steps
 
 BUDGET_ENV = "PERCEIVER_SUITE_MEMORY_BYTES"
 MAX_EVAL_BATCH = 256
+HOST_SHARE = 0.6  # of the host's available memory: the data, Python, XLA's own use need some
 KNOBS = ("train.batch_size", "train.eval_batch_size", "model.cross_attention_chunk",
          "model.remat", "model.precision")
 
@@ -72,7 +73,8 @@ class Plan:
     train_memory: Memory
     eval_memory: Memory | None
     eval_batch_size: int
-    compile_seconds: float  # of the train step
+    compile_seconds: float  # XLA's compile of the train step (a cache hit: loading it)
+    trace_seconds: float  # tracing and lowering it (Python; never cached)
     budget: int
     budget_source: str
     problem: str | None = None  # why it does not fit (when not checked)
@@ -113,19 +115,23 @@ def budget() -> tuple[int, str]:
     if os.environ.get(BUDGET_ENV):
         return int(float(os.environ[BUDGET_ENV])), f"${BUDGET_ENV}"
     device = devices.device_memory_bytes()
-    if device:
+    if device:  # the allocator's limit: already a share of the device
         return device, f"{jax.local_devices()[0].device_kind} memory"
-    return devices.available_host_bytes(), "available host memory"
+    return int(HOST_SHARE * devices.available_host_bytes()), \
+        f"{HOST_SHARE:.0%} of the available host memory"
 
 
 def _gib(n: int) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
-def compile_train(steps: Steps, state: Any, batch: dict[str, Any]) -> tuple[Any, float]:
+def compile_train(steps: Steps, state: Any, batch: dict[str, Any]) -> tuple[Any, float, float]:
+    """The compiled train step, the seconds to trace and lower it, and to compile it."""
     start = time.perf_counter()
-    compiled = steps.train_step.lower(state, batch).compile()
-    return compiled, time.perf_counter() - start
+    lowered = steps.train_step.lower(state, batch)
+    traced = time.perf_counter()
+    compiled = lowered.compile()
+    return compiled, traced - start, time.perf_counter() - traced
 
 
 def compile_eval(steps: Steps, state: Any, config: Config, size: int) -> Any:
@@ -139,9 +145,9 @@ def plan(config: Config, graphdef: nnx.GraphDef, state: Any, batch: dict[str, An
     fit (unless ``check`` is off: then only the train step is compiled and reported)."""
     steps = Steps(graphdef, config, schedule(config.train))
     have, source = budget()
-    train, seconds = compile_train(steps, state, like(batch))
+    train, trace_seconds, seconds = compile_train(steps, state, like(batch))
     need = Memory.of(train)
-    result = Plan(steps, train, None, need, None, 0, seconds, have, source)
+    result = Plan(steps, train, None, need, None, 0, seconds, trace_seconds, have, source)
     try:
         _check_train(config, need, have, source)
         if evaluate:

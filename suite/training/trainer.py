@@ -153,7 +153,7 @@ class Trainer:
         self.writer = Writers(*writers)
         self.pending = next(self.train_iter)
         if preflight.like(self.pending) != spec:  # the pipeline's batch is the truth
-            self.compiled, _ = preflight.compile_train(self.steps, self.state, self.pending)
+            self.compiled, _, _ = preflight.compile_train(self.steps, self.state, self.pending)
         self.step_flops = cost_of(self.compiled)["flops"]
 
     def _start_metrics_afresh(self) -> None:
@@ -290,10 +290,12 @@ class Trainer:
             "mfu": achieved / peak if achieved else None,
             "step_seconds": step_seconds,
             "examples_per_s": t.batch_size / step_seconds if step_seconds else None,
-            "compile_seconds": self.compile_seconds,
+            "compile_seconds": self.compile_seconds,  # XLA's compile of the train step
+            "trace_seconds": self.plan.trace_seconds,  # tracing and lowering it
             "memory_predicted_bytes": self.plan.train_memory.total,  # XLA, train step
             "xla_temp_bytes": self.plan.train_memory.temporaries,
             "eval_batch_size": self.plan.eval_batch_size,
+            "eval_memory_predicted_bytes": self.plan.eval_memory.total,
             "memory_budget_bytes": self.plan.budget,
             "device_peak_bytes": devices.peak_device_bytes(),  # None on CPU
             "device_bytes_limit": devices.device_memory_bytes(),

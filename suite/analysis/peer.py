@@ -1,0 +1,167 @@
+"""Our train step against lucidrains' perceiver-pytorch, at one structure, on one machine.
+
+The P1 structure: a 32x32x3 input with 6 Fourier bands per axis (29 channels), batch 8,
+6 cross-attends each followed by 1 self-attend, 256 x 512 latents, cross-attention q/k/v
+width 64 (one head), 8 latent heads of 64, MLP x4, no weight sharing; AdamW on both
+sides. The peer's MLP is a GEGLU (twice the first layer), so it does more FLOPs per step:
+each side's FLOP/s is its own FLOPs over its own time (ours analytic and XLA's, theirs by
+``torch.utils.flop_counter``). Each measurement runs in its own process (start-up and
+compilation excluded: burn-in steps first), alternating ours and theirs over rounds, so
+that drift of a shared machine hits both sides alike.
+
+Run through ``nox -s bench-peer``, which installs torch and perceiver-pytorch into its
+own environment; the suite itself never imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+P1 = {
+    "data.task": "synthetic", "data.index_dims": "32,32", "data.channels": 3,
+    "data.num_classes": 10, "model.num_latents": 256, "model.latent_dim": 512,
+    "model.num_blocks": 6, "model.num_cross_attends": 6, "model.self_attends_per_block": 1,
+    "model.cross_heads": 1, "model.cross_qk_channels": 64, "model.self_heads": 8,
+    "model.widening_factor": 4, "model.weight_sharing": False, "model.fourier_bands": 6,
+    "model.max_resolution": 20, "train.batch_size": 8, "train.optimizer": "adamw",
+    "train.learning_rate": 1e-4,
+}
+
+
+def ours(steps: int, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Median seconds per train step of our P1 model (in this process)."""
+    import jax
+    from flax import nnx
+
+    from suite import config as cfg_lib
+    from suite.models import build_model
+    from suite.models.flops import cost_of, train_flops
+    from suite.training.optim import optimizer, schedule
+    from suite.training.steps import Steps
+
+    config = cfg_lib.build("synthetic", {**P1, **overrides})
+    model = build_model(config, rngs=nnx.Rngs(0))
+    graphdef, state = nnx.split((model, nnx.Optimizer(model, optimizer(config.train),
+                                                      wrt=nnx.Param)))
+    rng = np.random.default_rng(0)
+    batch = {"inputs": rng.normal(size=(8, 32, 32, 3)).astype(np.float32),
+             "label": rng.integers(0, 10, 8).astype(np.int32)}
+    step = Steps(graphdef, config, schedule(config.train)).train_step.lower(state,
+                                                                           batch).compile()
+    times = _time(lambda s: step(s, batch), state, steps, jax.block_until_ready)
+    return {"step_seconds": float(np.median(times)),
+            "flops_analytic": train_flops(config, 8), "flops_xla": cost_of(step)["flops"]}
+
+
+def _time(run, state, steps: int, sync) -> list[float]:
+    for _ in range(2):  # burn-in
+        state, out = run(state)
+    sync(out)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        state, out = run(state)
+        sync(out)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def theirs(steps: int) -> dict[str, Any]:
+    """Median seconds per train step of perceiver-pytorch at P1 (in this process)."""
+    import torch
+    from perceiver_pytorch import Perceiver
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    model = Perceiver(num_freq_bands=6, depth=6, max_freq=10.0, input_channels=3,
+                      input_axis=2, num_latents=256, latent_dim=512, cross_heads=1,
+                      latent_heads=8, cross_dim_head=64, latent_dim_head=64, num_classes=10,
+                      self_per_cross_attn=1, weight_tie_layers=False)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x, y = torch.randn(8, 32, 32, 3), torch.randint(0, 10, (8,))
+
+    def step(_):
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return None, loss
+
+    with FlopCounterMode(display=False) as counter:
+        step(None)
+    times = _time(step, None, steps, lambda out: float(out))
+    return {"step_seconds": float(np.median(times)), "flops": float(counter.get_total_flops()),
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def compare(rounds: int = 3, steps: int = 5, overrides: dict[str, Any] | None = None,
+            log=lambda msg: print(msg, file=sys.stderr, flush=True)) -> list[dict[str, Any]]:
+    """Alternate ours and theirs, each in a fresh process; one row per measurement."""
+    rows = []
+    for r in range(rounds):
+        for side in ("ours", "theirs"):
+            payload = json.dumps({"side": side, "steps": steps, "overrides": overrides or {}})
+            done = subprocess.run([sys.executable, "-m", "suite.analysis.peer", payload],
+                                  capture_output=True, text=True, env=os.environ.copy())
+            if done.returncode != 0:
+                raise RuntimeError(f"{side}: {done.stderr.strip().splitlines()[-1:]}")
+            row = {"round": r, "side": side, **json.loads(done.stdout.strip().splitlines()[-1])}
+            log(f"round {r} {side}: {row['step_seconds']:.3f} s/step")
+            rows.append(row)
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, float]:
+    ours_s = float(np.median([r["step_seconds"] for r in rows if r["side"] == "ours"]))
+    theirs_s = float(np.median([r["step_seconds"] for r in rows if r["side"] == "theirs"]))
+    ours_f = next(r["flops_analytic"] for r in rows if r["side"] == "ours")
+    theirs_f = next(r["flops"] for r in rows if r["side"] == "theirs")
+    return {"ours_step_seconds": ours_s, "theirs_step_seconds": theirs_s,
+            "ours_flops": ours_f, "theirs_flops": theirs_f,
+            "ours_flops_per_s": ours_f / ours_s, "theirs_flops_per_s": theirs_f / theirs_s,
+            "flops_per_s_ratio": (ours_f / ours_s) / (theirs_f / theirs_s),
+            "step_time_ratio": ours_s / theirs_s}
+
+
+def write(rows: list[dict[str, Any]], out: Path, command: str, machine: str) -> Path:
+    import pandas as pd
+
+    from suite.files import write_text_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "peer.csv", pd.DataFrame(rows).to_csv(index=False))
+    s = summarise(rows)
+    theirs_row = next(r for r in rows if r["side"] == "theirs")
+    table = pd.DataFrame([
+        {"implementation": "perceiver-suite (JAX, this repo)",
+         "s/step (median)": f"{s['ours_step_seconds']:.3f}",
+         "GFLOP/step": f"{s['ours_flops'] / 1e9:.0f} (analytic)",
+         "GFLOP/s": f"{s['ours_flops_per_s'] / 1e9:.1f}"},
+        {"implementation": f"perceiver-pytorch 0.11 (torch {theirs_row['torch']})",
+         "s/step (median)": f"{s['theirs_step_seconds']:.3f}",
+         "GFLOP/step": f"{s['theirs_flops'] / 1e9:.0f} (flop_counter)",
+         "GFLOP/s": f"{s['theirs_flops_per_s'] / 1e9:.1f}"},
+    ])
+    md = ["# Train step against perceiver-pytorch (P1 structure)", "", table.to_markdown(
+        index=False), "", f"FLOP/s ratio (ours / theirs): {s['flops_per_s_ratio']:.2f}; "
+        f"step-time ratio (ours / theirs): {s['step_time_ratio']:.2f}.", "",
+        f"- command: `{command}`", f"- machine: {machine}",
+        f"- {len(rows) // 2} rounds, alternating; each in a fresh process after 2 burn-in "
+        "steps; medians of the timed steps.", ""]
+    write_text_atomic(out / "peer.md", "\n".join(md))
+    return out / "peer.md"
+
+
+if __name__ == "__main__":  # one side's measurement: python -m suite.analysis.peer '<json>'
+    args = json.loads(sys.argv[1])
+    result = ours(args["steps"], args["overrides"]) if args["side"] == "ours" \
+        else theirs(args["steps"])
+    print(json.dumps(result))
