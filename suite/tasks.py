@@ -49,10 +49,14 @@ TASKS: dict[str, TaskInfo] = {
     ),
     "mnist1d": TaskInfo((40,), 1, 10, description="procedural 1-D digits (mnist1d generator)"),
     "wav_folder": TaskInfo((4096,), 1, 10, description="one folder per class of WAV files"),
+    "wav_manifest": TaskInfo(
+        (4096,), 1, 10, multi_label=True,
+        description="WAV clips with several labels each, listed in train.csv / eval.csv",
+    ),
     # Paper, section 4.2: 61,440 raw samples as 480 vectors of 128; 527 classes, multi-label.
     "audioset": TaskInfo(
         (480,), 128, 527, multi_label=True,
-        description="AudioSet raw audio (shape only: no local loader)",
+        description="AudioSet-style raw audio: WAV clips listed in train.csv / eval.csv",
     ),
     "synthetic": TaskInfo((8, 8), 1, 10, description="tiny random data for tests/benchmarks"),
 }

@@ -19,6 +19,7 @@ from suite.sweeps.results import read_runs
 
 BASE_METRICS = ("eval/accuracy", "eval/loss", "train/accuracy", "train/loss")
 HIGHER_IS_BETTER = {"eval/accuracy": True, "train/accuracy": True, "gap": False,
+                    "eval/mAP": True,
                     "eval/loss": False, "train/loss": False}
 NON_KNOBS = {"run_id", "status", "varied", "reason", "step", "seed", "device", "machine",
              "model.cross_attend_every"}
@@ -76,7 +77,8 @@ def report_spec(out: Path, frame: pd.DataFrame, *, metric: str | None = None,
         knobs = [c for c in frame.columns if "." in c and c not in NON_KNOBS
                  and not c.startswith(("eval/", "train/")) and frame[c].nunique(dropna=False) > 1]
     knobs = [k for k in knobs if k in frame.columns]
-    metric = metric or hints.get("metric", "eval/accuracy")
+    multi_label = "eval/mAP" in frame and frame["eval/mAP"].notna().any()
+    metric = metric or hints.get("metric", "eval/mAP" if multi_label else "eval/accuracy")
     if metric not in frame.columns:
         known = [c for c in frame.columns if c.startswith(("eval/", "train/"))]
         raise SuiteError(f"--metric={metric!r} is not in the results; known: {', '.join(known)}")
@@ -140,13 +142,15 @@ def _fmt_count(x: float) -> str:
 
 def paper_table(agg: pd.DataFrame, spec: ReportSpec) -> tuple[pd.DataFrame, dict[str, int]]:
     """The display table (strings) and, per metric column, the row index of the best value."""
-    metrics = [spec.metric] + [m for m in ("train/accuracy", "gap") if m != spec.metric]
+    extra = ("eval/accuracy", "train/accuracy", "gap") if "mAP" in spec.metric else \
+        ("train/accuracy", "gap")  # multi-label: top-1 beside the mAP
+    metrics = [spec.metric] + [m for m in extra if m != spec.metric]
     shown = pd.DataFrame({k: agg[k] for k in (spec.knobs or [])})
     best: dict[str, int] = {}
     for m in metrics:
         if f"{m} mean" not in agg:
             continue
-        percent = m.endswith("accuracy") or m == "gap"
+        percent = m.endswith(("accuracy", "mAP")) or m == "gap"
         label = f"{m} (%)" if percent else m
         shown[label] = [_fmt_pm(a, s, n, percent) for a, s, n in
                         zip(agg[f"{m} mean"], agg[f"{m} std"], agg["completed"], strict=True)]
@@ -169,7 +173,7 @@ def pivot_table(agg: pd.DataFrame, spec: ReportSpec) -> pd.DataFrame | None:
     """The paper's layout when the spec names columns: rows x cols of the metric."""
     if not spec.cols or f"{spec.metric} mean" not in agg:
         return None
-    percent = spec.metric.endswith("accuracy")
+    percent = spec.metric.endswith(("accuracy", "mAP"))
     cells = agg.assign(cell=[_fmt_pm(a, s, n, percent) for a, s, n in zip(
         agg[f"{spec.metric} mean"], agg[f"{spec.metric} std"], agg["completed"], strict=True)])
     rows = [r for r in spec.rows if r not in spec.cols] or [k for k in spec.knobs

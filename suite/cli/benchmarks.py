@@ -29,6 +29,8 @@ def _bench(sub: argparse._SubParsersAction) -> None:
                    metavar="NAMES", help="measure the fast-step targets (default: all of "
                    "memory,compile,cache,bfloat16)")
     p.add_argument("--peer", action="store_true", help="time our step against perceiver-pytorch")
+    p.add_argument("--image-folder", metavar="DIR",
+                   help="time the streamed image loader on a class-folder tree, per worker count")
     p.add_argument("--rounds", type=int, default=3, help="--peer: alternating rounds")
     p.add_argument("--out", default="results/bench", help="output folder (default: %(default)s)")
     p.set_defaults(func=run_bench)
@@ -40,6 +42,21 @@ def run_bench(args: argparse.Namespace) -> int:
 
     command = " ".join(["perceiver-suite bench", *sys.argv[2:]])
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    if args.image_folder:
+        import pandas as pd
+
+        from suite.analysis.bench import image_loader
+        from suite.files import write_text_atomic
+
+        frame = pd.DataFrame(image_loader(args.image_folder))
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        write_text_atomic(Path(args.out) / "images.csv", frame.to_csv(index=False))
+        text = "\n".join(["# Streamed image folder: training images/s by loader workers", "",
+                          frame.to_markdown(index=False), "", f"- command: `{command}`",
+                          f"- machine: {machine_description()}", ""])
+        write_text_atomic(Path(args.out) / "images.md", text)
+        print(text)
+        return 0
     if args.peer or args.targets:
         from suite.analysis import peer, targets
 

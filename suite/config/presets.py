@@ -15,7 +15,8 @@ def _imagenet() -> Config:
     # Paper Tables 6/7: 44.9M parameters, 707.2 GFLOPs.
     return Config(
         model=ModelConfig(fourier_bands=64),
-        data=DataConfig(task="imagenet", augment=True),
+        data=DataConfig(task="imagenet", augment=True, randaugment_layers=4,
+                        randaugment_magnitude=5),  # paper: RandAugment, 4 layers, magnitude 5
         train=TrainConfig(
             optimizer="lamb", learning_rate=4e-3, schedule="step", batch_size=64, steps=120 * 20_000
         ),
@@ -82,6 +83,8 @@ PRESETS: dict[str, Callable[[], Config]] = {
     "mnist": _small("mnist"),
     "cifar10": _small("cifar10", fourier_bands=16),
     "mnist1d": _small("mnist1d", num_latents=32, latent_dim=64, fourier_bands=16),
+    "wav_manifest": _small("wav_manifest", num_latents=32, latent_dim=64, fourier_bands=16,
+                           train={"loss": "sigmoid"}),  # several labels per clip
     "shapes3d": _small("shapes3d", num_latents=32, latent_dim=64, fourier_bands=16),
     "synthetic": _small("synthetic", num_latents=8, latent_dim=16, num_blocks=1,
                         self_attends_per_block=1, num_cross_attends=1, self_heads=2,

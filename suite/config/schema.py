@@ -81,6 +81,8 @@ class DataConfig:
     train_limit: int | None = None  # use the first N training examples (quick grids)
     eval_limit: int | None = None  # use the first N eval examples
     augment: bool = False  # crop + flip (images), scale jitter (point clouds)
+    randaugment_layers: int = 0  # image folders: RandAugment operations per image (paper: 4)
+    randaugment_magnitude: int = 5  # their strength, 0..10 (paper: 5)
     permutation: Permutation = "none"  # one fixed permutation of input items (Table 2)
     permutation_seed: int = 0
     num_workers: int = 0  # grain worker processes; 0 loads in the main process

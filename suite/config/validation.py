@@ -80,6 +80,9 @@ def validate(config: Config) -> None:
                 raise ConfigError(
                     f"{section}.{name}={getattr(obj, name)!r} is not {describe_type(tp)}")
     _require(config.seed >= 0, f"seed={config.seed} must be >= 0")
+    _require(not TASKS[config.data.task].multi_label or config.train.loss == "sigmoid",
+             f"data.task={config.data.task!r} has several labels per example: it needs "
+             f"train.loss='sigmoid', not {config.train.loss!r}")
     _validate_model(config.model, config.data)
     _validate_data(config.data)
     _validate_train(config.train)
@@ -146,6 +149,9 @@ def _validate_data(d: DataConfig) -> None:
     _positive("data.permutation_seed", d.permutation_seed, allow_zero=True)
     _positive("data.num_workers", d.num_workers, allow_zero=True)
     _positive("data.prefetch", d.prefetch)
+    _positive("data.randaugment_layers", d.randaugment_layers, allow_zero=True)
+    _require(0 <= d.randaugment_magnitude <= 10,
+             f"data.randaugment_magnitude={d.randaugment_magnitude} must be in 0..10")
 
 
 def _validate_train(t: TrainConfig) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from suite.config import DataConfig
+from suite.data.images import ImageFiles, decode
 from suite.data.sources import Split, data_dir, holdout, missing_error
 from suite.errors import DataError
 
@@ -29,6 +30,7 @@ def _class_folders(root: Path, cfg: DataConfig, exts: tuple[str, ...]) -> dict[s
 
 
 def _folder_splits(cfg: DataConfig, exts: tuple[str, ...], read) -> tuple[Split, Split]:
+    """``read(files, classes, cfg) -> Split`` for train/ and val/ (or one folder held out)."""
     root = data_dir(cfg)
     train_dir = root / "train"
     eval_dir = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
@@ -39,57 +41,49 @@ def _folder_splits(cfg: DataConfig, exts: tuple[str, ...], read) -> tuple[Split,
         unknown = set(eval_files) - set(classes)
         if unknown:
             raise DataError(f"{eval_dir}: classes {sorted(unknown)} are not in {train_dir}")
-        return (_read_folder(train_files, classes, cfg, read),
-                _read_folder(eval_files, classes, cfg, read))
+        return read(train_files, classes, cfg), read(eval_files, classes, cfg)
     files = _class_folders(root, cfg, exts)
-    return holdout(_read_folder(files, list(files), cfg, read), cfg.eval_fraction)
+    return holdout(read(files, list(files), cfg), cfg.eval_fraction)
 
 
-def _read_folder(files: dict[str, list[Path]], classes: list[str], cfg: DataConfig, read) -> Split:
+def _labelled(files: dict[str, list[Path]], classes: list[str],
+              cfg: DataConfig) -> tuple[list[Path], np.ndarray]:
     if len(classes) > cfg.num_classes:
         raise DataError(
             f"{len(classes)} class folders but data.num_classes={cfg.num_classes}; "
             f"set data.num_classes={len(classes)}"
         )
-    xs, ys = [], []
-    for name, paths in files.items():
-        for p in paths:
-            xs.append(read(p, cfg))
-            ys.append(classes.index(name))
-    return Split(np.stack(xs), np.asarray(ys, dtype=np.int32))
+    paths = [p for name in files for p in files[name]]
+    labels = [classes.index(name) for name in files for _ in files[name]]
+    return paths, np.asarray(labels, dtype=np.int32)
 
 
-def _read_image(path: Path, cfg: DataConfig) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    h, w = cfg.index_dims
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L" if cfg.channels == 1 else "RGB")
-            if im.size != (w, h):  # resize the shorter side, centre crop
-                scale = max(w / im.width, h / im.height)
-                im = im.resize((max(w, round(im.width * scale)), max(h, round(im.height * scale))),
-                               Image.BICUBIC)
-                left, top = (im.width - w) // 2, (im.height - h) // 2
-                im = im.crop((left, top, left + w, top + h))
-            arr = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"{path}: not a readable image ({e})") from None
-    return arr.reshape(h, w, cfg.channels)
+def _stream_images(files: dict[str, list[Path]], classes: list[str], cfg: DataConfig) -> Split:
+    paths, labels = _labelled(files, classes, cfg)
+    for path in paths[:: max(1, len(paths) // 16)][:16]:  # a sample: fail now, not mid-run
+        decode(path, cfg.channels)
+    return Split(ImageFiles(paths, cfg.index_dims, cfg.channels), labels)
 
 
 def image_folder(cfg: DataConfig) -> tuple[Split, Split]:
-    """One folder per class of PNG/JPEG files, resized and centre-cropped to index_dims."""
+    """One folder per class of PNG/JPEG files, streamed: decoded per example in the loader
+    (random-resized crops for training, centre crops for evaluation; see ``images``)."""
     if len(cfg.index_dims) != 2 or cfg.channels not in (1, 3):
         raise DataError(
             f"{cfg.task}: data.index_dims={list(cfg.index_dims)} and data.channels={cfg.channels} "
             "must describe an image (2 dims, 1 or 3 channels)"
         )
-    return _folder_splits(cfg, (".png", ".jpg", ".jpeg"), _read_image)
+    return _folder_splits(cfg, (".png", ".jpg", ".jpeg"), _stream_images)
+
+
+def _read_wavs(files: dict[str, list[Path]], classes: list[str], cfg: DataConfig) -> Split:
+    paths, labels = _labelled(files, classes, cfg)
+    return Split(np.stack([_read_wav(p, cfg) for p in paths]), labels)
 
 
 def _read_wav(path: Path, cfg: DataConfig) -> np.ndarray:
-    """A mono PCM WAV as float32 in [-1, 1], cropped or zero-padded to index_dims[0] samples."""
+    """A mono PCM WAV as float32 in [-1, 1], cropped or zero-padded to fill
+    ``[*index_dims, channels]`` (samples in order: AudioSet's 480 x 128 layout too)."""
     try:
         with wave.open(str(path), "rb") as w:
             width, channels, frames = w.getsampwidth(), w.getnchannels(), w.getnframes()
@@ -102,10 +96,10 @@ def _read_wav(path: Path, cfg: DataConfig) -> np.ndarray:
     x = np.frombuffer(raw[: len(raw) - len(raw) % (width * channels)], dtype=dtype)
     x = x.reshape(-1, channels).mean(axis=1)
     x = (x - 128.0) / 128.0 if dtype is np.uint8 else x / float(np.iinfo(dtype).max)
-    n = cfg.index_dims[0]
+    n = int(np.prod(cfg.index_dims)) * cfg.channels
     out = np.zeros(n, dtype=np.float32)
     out[: min(n, len(x))] = x[:n]
-    return out.reshape(n, 1)
+    return out.reshape(*cfg.index_dims, cfg.channels)
 
 
 def wav_folder(cfg: DataConfig) -> tuple[Split, Split]:
@@ -113,5 +107,42 @@ def wav_folder(cfg: DataConfig) -> tuple[Split, Split]:
     if len(cfg.index_dims) != 1 or cfg.channels != 1:
         raise DataError(f"wav_folder: needs data.index_dims=[samples] and data.channels=1, got "
                         f"{list(cfg.index_dims)} and {cfg.channels}")
-    return _folder_splits(cfg, (".wav",), _read_wav)
+    return _folder_splits(cfg, (".wav",), _read_wavs)
 
+
+
+def wav_manifest(cfg: DataConfig) -> tuple[Split, Split]:
+    """Multi-label clips: ``train.csv`` and ``eval.csv`` with a ``path,labels`` header,
+    several labels per clip joined by ``;``. The classes are the sorted labels of the
+    training manifest; labels become multi-hot vectors ``[n, data.num_classes]``."""
+    import csv
+
+    root = data_dir(cfg)
+    manifests = [root / "train.csv", root / "eval.csv"]
+    for path in manifests:
+        if not path.is_file():
+            raise missing_error(cfg, path.name, root)
+    rows = []
+    for path in manifests:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or {"path", "labels"} - set(reader.fieldnames):
+                raise DataError(f"{path}: expected a 'path,labels' header, found "
+                                f"{reader.fieldnames}")
+            rows.append([(r["path"], [t.strip() for t in r["labels"].split(";") if t.strip()])
+                         for r in reader])
+    classes = sorted({label for _, labels in rows[0] for label in labels})
+    if len(classes) > cfg.num_classes:
+        raise DataError(f"{manifests[0]}: {len(classes)} labels but data.num_classes="
+                        f"{cfg.num_classes}; set data.num_classes={len(classes)}")
+    splits = []
+    for path, clips in zip(manifests, rows, strict=True):
+        hot = np.zeros((len(clips), cfg.num_classes), np.float32)
+        for i, (_, labels) in enumerate(clips):
+            unknown = [t for t in labels if t not in classes]
+            if unknown:
+                raise DataError(f"{path}: label {unknown[0]!r} is not in train.csv")
+            hot[i, [classes.index(t) for t in labels]] = 1.0
+        audio = np.stack([_read_wav(root / clip, cfg) for clip, _ in clips])
+        splits.append(Split(audio, hot))
+    return splits[0], splits[1]

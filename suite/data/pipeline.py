@@ -9,6 +9,7 @@ so a permuted pixel keeps its own position encoding).
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import grain
@@ -16,7 +17,8 @@ import numpy as np
 from absl import flags
 
 from suite.config import DataConfig
-from suite.data import sources
+from suite.data import images, sources
+from suite.data.images import ImageFiles
 from suite.data.readers import READERS
 from suite.data.sources import Split
 from suite.errors import DataError
@@ -62,11 +64,13 @@ def load(cfg: DataConfig) -> Dataset:
         train = train.take(slice(0, cfg.train_limit))
     if cfg.eval_limit:
         eval_ = eval_.take(slice(0, cfg.eval_limit))
-    axes = tuple(range(train.inputs.ndim - 1))
-    sample = train.inputs[:4096].astype(np.float32)
-    mean = sample.mean(axis=axes).astype(np.float32)
-    std = np.maximum(sample.std(axis=axes), 1e-6).astype(np.float32)
-    return Dataset(cfg, train, eval_, mean, std)
+    if isinstance(train.inputs, ImageFiles):  # streamed: from a sample of centre crops
+        mean, std = train.inputs.stats()
+    else:
+        axes = tuple(range(train.inputs.ndim - 1))
+        sample = train.inputs[:4096].astype(np.float32)
+        mean, std = sample.mean(axis=axes), np.maximum(sample.std(axis=axes), 1e-6)
+    return Dataset(cfg, train, eval_, mean.astype(np.float32), std.astype(np.float32))
 
 
 class _Source:
@@ -96,6 +100,9 @@ class Transform:
         self.mean, self.std = ds.mean, ds.std
         self.point_cloud = ds.point_cloud
         self.image = ds.train.inputs.dtype == np.uint8 and len(cfg.index_dims) == 2
+        self.streamed = isinstance(ds.train.inputs, ImageFiles)  # raw files: crop here
+        self.index_dims = tuple(cfg.index_dims)
+        self.randaugment = (cfg.randaugment_layers, cfg.randaugment_magnitude)
         self.augment = augment
         m = int(np.prod(cfg.index_dims))
         self.perm = (
@@ -104,7 +111,9 @@ class Transform:
         )
 
     def __call__(self, rec: dict[str, np.ndarray], rng: np.random.Generator | None):
-        out: dict[str, Any] = {"label": np.int32(rec["label"])}
+        label = rec["label"]
+        out: dict[str, Any] = {"label": label.astype(np.float32) if np.ndim(label)
+                               else np.int32(label)}  # multi-hot vectors stay vectors
         if self.point_cloud:
             pts = rec["positions"].astype(np.float32)
             if self.augment and rng is not None:  # paper: per-point scale U[0.99, 1.01]
@@ -113,8 +122,11 @@ class Transform:
             pts = pts / max(float(np.abs(pts).max()), 1e-6)
             out["inputs"], out["positions"] = pts, pts
         else:
-            x = (rec["inputs"].astype(np.float32) - self.mean) / self.std
-            if self.image and self.augment and rng is not None:
+            raw = rec["inputs"]
+            if self.streamed:  # a decoded file at its own size
+                raw = self._crop(raw, rng)
+            x = (raw.astype(np.float32) - self.mean) / self.std
+            if self.image and self.augment and rng is not None and not self.streamed:
                 x = _crop_and_flip(x, rng)
             out["inputs"] = x
             if "positions" in rec:
@@ -127,6 +139,14 @@ class Transform:
             else:
                 out["index"] = self.perm
         return out
+
+    def _crop(self, raw: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+        """A streamed image to ``index_dims``: random-resized crop, flip and RandAugment
+        for training (if ``data.augment``), the centre crop otherwise."""
+        if not (self.augment and rng is not None):
+            return images.center_crop(raw, self.index_dims)
+        crop = images.random_resized_crop(raw, self.index_dims, rng)
+        return images.randaugment(crop, *self.randaugment, rng)
 
 
 def _crop_and_flip(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -159,6 +179,13 @@ class _EvalTransform(grain.transforms.Map):
         return self.transform(rec, None)
 
 
+def read_options(cfg: DataConfig) -> grain.ReadOptions:
+    """Batches read ahead by a few threads, at most ``data.prefetch`` of them: memory is
+    bounded by the buffer (grain's default, 500 elements, would hold 500 batches)."""
+    return grain.ReadOptions(num_threads=max(1, min(4, os.cpu_count() or 1)),
+                             prefetch_buffer_size=max(1, cfg.prefetch))
+
+
 def train_batches(ds: Dataset, batch_size: int, seed: int) -> grain.IterDataset:
     """Endless shuffled training batches; a new permutation each epoch, all from ``seed``."""
     cfg = ds.config
@@ -174,7 +201,7 @@ def train_batches(ds: Dataset, batch_size: int, seed: int) -> grain.IterDataset:
         .random_map(_RandomTransform(Transform(ds, augment=cfg.augment)))
         .batch(batch_size, drop_remainder=True)
     )
-    it = mds.to_iter_dataset()
+    it = mds.to_iter_dataset(read_options(cfg))
     if cfg.num_workers > 0:
         it = it.mp_prefetch(grain.MultiprocessingOptions(
             num_workers=cfg.num_workers, per_worker_buffer_size=cfg.prefetch
@@ -189,7 +216,7 @@ def eval_batches(ds: Dataset, batch_size: int) -> grain.IterDataset:
         .map(_EvalTransform(Transform(ds, augment=False)))
         .batch(batch_size, drop_remainder=False)
     )
-    return mds.to_iter_dataset()
+    return mds.to_iter_dataset(read_options(ds.config))
 
 
 def model_kwargs(batch: dict[str, Any]) -> dict[str, Any]:

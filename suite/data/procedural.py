@@ -7,7 +7,6 @@ import numpy as np
 
 from suite.config import DataConfig
 from suite.data.sources import Split, holdout
-from suite.errors import DataError
 
 
 def digits(cfg: DataConfig) -> tuple[Split, Split]:
@@ -94,9 +93,3 @@ def synthetic(cfg: DataConfig, n_train: int = 512, n_eval: int = 128) -> tuple[S
         return Split(x, labels, pos)
 
     return make(n_train, 11), make(n_eval, 12)
-
-
-def no_loader(cfg: DataConfig) -> tuple[Split, Split]:
-    raise DataError(f"{cfg.task}: no local loader exists for this task; it is for `describe` "
-                    "and compute benchmarks only (use wav_folder for audio)")
-

@@ -20,6 +20,7 @@ READERS: dict[str, Callable[[DataConfig], tuple[Split, Split]]] = {
     "shapes3d": procedural.shapes3d,
     "mnist1d": procedural.mnist1d,
     "wav_folder": folders.wav_folder,
-    "audioset": procedural.no_loader,
+    "wav_manifest": folders.wav_manifest,
+    "audioset": folders.wav_manifest,
     "synthetic": procedural.synthetic,
 }

@@ -31,6 +31,10 @@ HOW_TO_GET = {
     "image_folder": "make one sub-folder of PNG/JPEG files per class (optionally in train/, val/)",
     "imagenet": "lay out ILSVRC as train/<class>/*.JPEG and val/<class>/*.JPEG",
     "wav_folder": "make one sub-folder of .wav files per class (optionally in train/, val/)",
+    "wav_manifest": "list clips in train.csv and eval.csv: a 'path,labels' header, labels "
+                    "joined by ';', paths relative to the folder",
+    "audioset": "list clips in train.csv and eval.csv: a 'path,labels' header, labels "
+                "joined by ';', paths relative to the folder",
 }
 
 
@@ -77,6 +81,11 @@ def holdout(split: Split, fraction: float, seed: int = 0) -> tuple[Split, Split]
 
 
 def check_labels(split: Split, num_classes: int, where: str) -> None:
+    if split.labels.ndim == 2:  # multi-hot: one column per class
+        if split.labels.shape[1] != num_classes:
+            raise DataError(f"{where}: {split.labels.shape[1]} label columns for "
+                            f"data.num_classes={num_classes}")
+        return
     if len(split) and (split.labels.min() < 0 or split.labels.max() >= num_classes):
         bad = split.labels[(split.labels < 0) | (split.labels >= num_classes)][0]
         raise DataError(

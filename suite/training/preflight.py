@@ -26,6 +26,7 @@ from flax import nnx
 from suite.config import Config
 from suite.errors import SuiteError
 from suite.models import build_model
+from suite.tasks import TASKS
 from suite.training import devices
 from suite.training.optim import optimizer, schedule
 from suite.training.steps import Steps
@@ -100,7 +101,9 @@ def batch_spec(config: Config, batch: int, *, label: bool = True) -> dict[str, A
         spec["positions"] = jax.ShapeDtypeStruct((batch, m, d.pos_dim), jnp.float32)
     elif permuted:
         spec["index"] = jax.ShapeDtypeStruct((batch, m), jnp.int32)
-    if label:
+    if label and TASKS[d.task].multi_label:  # multi-hot vectors
+        spec["label"] = jax.ShapeDtypeStruct((batch, d.num_classes), jnp.float32)
+    elif label:
         spec["label"] = jax.ShapeDtypeStruct((batch,), jnp.int32)
     return spec
 

@@ -19,10 +19,23 @@ from suite.config import Config
 METRIC_KEYS = ("loss", "accuracy", "grad_norm")
 
 
+def targets_of(labels: jax.Array, classes: int) -> jax.Array:
+    """One-hot targets from class ids ``[B]``; multi-hot ``[B, classes]`` pass through."""
+    return labels.astype(jnp.float32) if labels.ndim == 2 else jax.nn.one_hot(labels, classes)
+
+
+def top1(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """1 where the top-scoring class is a label of the example (``[B]``)."""
+    best = logits.argmax(-1)
+    if labels.ndim == 2:
+        return jnp.take_along_axis(labels, best[:, None], axis=-1)[:, 0] > 0
+    return best == labels
+
+
 def loss_fn(model: nnx.Module, batch: dict[str, jax.Array], config: Config):
     """Mean loss over the batch (softmax or sigmoid cross-entropy), and the logits."""
     logits = model(**data_lib.model_kwargs(batch))
-    targets = jax.nn.one_hot(batch["label"], logits.shape[-1])
+    targets = targets_of(batch["label"], logits.shape[-1])
     if config.train.label_smoothing:
         targets = optax.smooth_labels(targets, config.train.label_smoothing)
     return _loss(logits, targets, config).mean(), logits
@@ -53,7 +66,7 @@ class Steps:
             opt.update(model, grads)
             metrics = {
                 "loss": loss,
-                "accuracy": (logits.argmax(-1) == batch["label"]).mean(),
+                "accuracy": top1(logits, batch["label"]).mean(),
                 "grad_norm": optax.tree.norm(grads),
                 "learning_rate": lr_schedule(opt.step[...] - 1),
                 "nonfinite": (~jnp.isfinite(loss)).astype(jnp.float32),
@@ -66,11 +79,12 @@ class Steps:
             model.eval()
             logits = model(**data_lib.model_kwargs(batch))
             labels = batch["label"]
-            per_example = _loss(logits, jax.nn.one_hot(labels, logits.shape[-1]), config)
+            per_example = _loss(logits, targets_of(labels, logits.shape[-1]), config)
             return {
                 "loss": (per_example * weight).sum(),
-                "correct": ((logits.argmax(-1) == labels) * weight).sum(),
+                "correct": (top1(logits, labels) * weight).sum(),
                 "count": weight.sum(),
+                "logits": logits.astype(jnp.float32),  # for mAP on multi-label tasks
             }
 
         self.train_step = jax.jit(train_step, donate_argnums=0)
@@ -83,15 +97,36 @@ def evaluate(eval_step, state, ds: data_lib.Dataset, batch_size: int) -> dict[st
     ``eval_step(state, batch, weight)``: ``Steps.eval_step`` or its compiled form.
     """
     totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
+    scores, labels = [], []
     for batch in data_lib.eval_batches(ds, batch_size):
         n = batch["label"].shape[0]
         weight = np.zeros(batch_size, np.float32)
         weight[:n] = 1.0
+        if batch["label"].ndim == 2:
+            labels.append(batch["label"])
         if n < batch_size:
             batch = {k: np.concatenate([v, np.repeat(v[-1:], batch_size - n, axis=0)])
                      for k, v in batch.items()}
         out = jax.device_get(eval_step(state, batch, weight))
         for k in totals:
             totals[k] += float(out[k])
-    return {"eval/loss": totals["loss"] / totals["count"],
-            "eval/accuracy": totals["correct"] / totals["count"]}
+        if labels:
+            scores.append(np.asarray(out["logits"])[:n])
+    result = {"eval/loss": totals["loss"] / totals["count"],
+              "eval/accuracy": totals["correct"] / totals["count"]}
+    if labels:
+        result["eval/mAP"] = mean_average_precision(np.concatenate(labels),
+                                                    np.concatenate(scores))
+    return result
+
+
+def mean_average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Macro mAP over the classes with a positive: the average precision of each class
+    (a column of ``[examples, classes]``), then their mean (AudioSet's metric)."""
+    from sklearn.metrics import average_precision_score
+
+    present = labels.sum(axis=0) > 0
+    if not present.any():
+        return float("nan")
+    return float(average_precision_score(labels[:, present], scores[:, present],
+                                         average="macro"))

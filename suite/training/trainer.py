@@ -206,7 +206,7 @@ class Trainer:
                 self.window.resume()
         final_eval = self.metrics.last("eval/accuracy") or {}
         final = {**self.last_train,
-                 **{k: final_eval[k] for k in ("eval/loss", "eval/accuracy") if k in final_eval}}
+                 **{k: v for k, v in final_eval.items() if k.startswith("eval/")}}
         return self.finish("completed", final)
 
     def _log(self) -> None:
