@@ -6,7 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from suite.cli.common import command, config_args, config_from, overrides_arg
+from suite.cli.common import (
+    EXIT_BUSY,
+    EXIT_USER_ERROR,
+    command,
+    config_args,
+    config_from,
+    overrides_arg,
+)
 from suite.errors import SuiteError
 
 # ------------------------------------------------------------------------------ train
@@ -24,6 +31,11 @@ def _train(sub: argparse._SubParsersAction) -> None:
         "another model structure stops with status 2 and is left where it is.")
     config_args(p)
     p.add_argument("--workdir", required=True, help="the run folder")
+    p.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="multi-host training: the address of process 0 (with --num-processes "
+                   "and --process-id; on SLURM and Cloud TPU JAX finds them itself)")
+    p.add_argument("--num-processes", type=int, help="multi-host: how many processes")
+    p.add_argument("--process-id", type=int, help="multi-host: this process's index")
     p.add_argument("--retry-failed", action="store_true",
                    help="train again a run whose summary says failed: after a divergence from "
                    "step 0 (the failed attempt kept as checkpoints_failed_N/ and "
@@ -33,10 +45,17 @@ def _train(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from suite.training import hosts
     from suite.training.trainer import train_and_evaluate
 
-    summary = train_and_evaluate(config_from(args), args.workdir,
-                                 retry_failed=args.retry_failed)
+    several = hosts.initialize(args.coordinator, args.num_processes, args.process_id)
+    try:
+        summary = train_and_evaluate(config_from(args), args.workdir,
+                                     retry_failed=args.retry_failed)
+    except BaseException as e:  # one host's failure ends every host, with its reason
+        if not several:
+            raise
+        hosts.fail(*_reason(e))
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(summary["metrics"].items()))
     print(f"{summary['status']}: {metrics}" + (f" ({summary['reason']})"
                                                 if summary.get("reason") else ""))
@@ -67,7 +86,19 @@ def _run(sub: argparse._SubParsersAction) -> None:
                    help="runs trained at once (default: one per GPU/TPU, each seeing its own "
                    "device; one on a CPU host). On CPUs the cores are split between workers; "
                    "more workers than GPUs share them, each with an equal memory fraction")
-    p.add_argument("--shard", metavar="I/N", help="take shard I of N (0-based), for job arrays")
+    p.add_argument("--shard", metavar="I/N",
+                   help="take shard I of N (0-based), for job arrays; 'auto' reads it from "
+                   "SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT")
+    p.add_argument("--launcher", choices=["local", "slurm", "submitit-local"], default="local",
+                   help="local: train here (default); slurm: submit the runs as a SLURM job "
+                   "array through submitit; submitit-local: the same jobs on this machine")
+    p.add_argument("--partition", help="slurm: the partition")
+    p.add_argument("--time-min", type=int, default=24 * 60, help="slurm: minutes per run")
+    p.add_argument("--gpus-per-run", type=int, default=0, help="slurm: GPUs per run")
+    p.add_argument("--array-parallelism", type=int, default=64,
+                   help="slurm: runs at once (default: %(default)s)")
+    p.add_argument("--no-wait", action="store_true",
+                   help="slurm: submit and return (rerun the command later to collect results)")
     p.add_argument("--retry-failed", action="store_true",
                    help="train failed runs again: one that diverged starts over from step 0 "
                    "(its attempt kept as checkpoints_failed_N/, metrics_failed_N.jsonl), since "
@@ -81,6 +112,24 @@ def _run(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_run)
 
 
+def _reason(e: BaseException) -> tuple[str, int]:
+    """What a failed process of a multi-process run says, and its exit status."""
+    from suite.training import stop
+    from suite.training.lock import RunBusy
+
+    if isinstance(e, RunBusy):
+        return str(e), EXIT_BUSY
+    if isinstance(e, SuiteError):
+        return f"error: {e}", EXIT_USER_ERROR
+    if isinstance(e, stop.Stopped):
+        return str(e), e.exit_code
+    first = (str(e).strip().splitlines() or [""])[0]
+    first = first if len(first) <= 200 else first[:200] + "..."
+    if type(e).__name__ == "JaxRuntimeError":  # a collective failed: a peer has gone
+        return f"lost another process (its own log says why): {first}", 1
+    return f"{type(e).__name__}: {first}", 1
+
+
 def run_run(args: argparse.Namespace) -> int:
     from suite import config as cfg_lib
     from suite.errors import SpecError
@@ -89,7 +138,12 @@ def run_run(args: argparse.Namespace) -> int:
 
     spec = spec_lib.load(args.spec, max_runs=None if args.force else spec_lib.MAX_RUNS)
     runs = spec_lib.expand(spec, cfg_lib.parse_overrides(args.overrides))
-    shard = spec_lib.parse_shard(args.shard)
+    if args.shard == "auto":
+        from suite.sweeps.launchers import shard_from_environment
+
+        shard = shard_from_environment()
+    else:
+        shard = spec_lib.parse_shard(args.shard)
     if shard:
         runs = spec_lib.shard(runs, *shard)
     out = Path(args.out or Path("results") / spec.name)
@@ -101,10 +155,20 @@ def run_run(args: argparse.Namespace) -> int:
         return 0
     if args.workers is not None and args.workers < 1:
         raise SpecError(f"--workers={args.workers} must be >= 1")
-    from suite.sweeps.runner import run_grid
+    if args.launcher == "local":
+        from suite.sweeps.runner import run_grid
 
-    outcome = run_grid(runs, out, spec_name=spec.name, workers=args.workers,
-                       retry_failed=args.retry_failed, stop_timeout=args.stop_timeout)
+        outcome = run_grid(runs, out, spec_name=spec.name, workers=args.workers,
+                           retry_failed=args.retry_failed, stop_timeout=args.stop_timeout)
+    else:
+        from suite.sweeps.launchers import submit
+
+        outcome = submit(runs, out, spec_name=spec.name, kind=args.launcher,
+                         retry_failed=args.retry_failed, wait=not args.no_wait,
+                         options={"partition": args.partition, "time_min": args.time_min,
+                                  "gpus": args.gpus_per_run,
+                                  "parallelism": args.array_parallelism},
+                         log=lambda msg: print(msg, file=sys.stderr, flush=True))
     write_text_atomic(out / "spec.toml", Path(args.spec).read_text())
     write_json_atomic(out / "grid.json", {"spec": str(args.spec), "command": " ".join(
         ["perceiver-suite", *(sys.argv[1:] if argv_is_ours() else ["run", str(args.spec)])])})

@@ -109,6 +109,7 @@ class TrainConfig:
     log_every: int = 50
     keep_checkpoints: int = 2
     tensorboard: bool = True  # also write TensorBoard event files into the run folder
+    mesh: str = ""  # devices to train on, e.g. "data=-1" or "data=-1,fsdp=2"; "": one
 
 
 @dataclasses.dataclass(frozen=True)

@@ -162,5 +162,28 @@ def _validate_train(t: TrainConfig) -> None:
         _positive(f"train.{name}", getattr(t, name), allow_zero=True)
     _require(t.warmup_steps < t.steps,
              f"train.warmup_steps={t.warmup_steps} must be < train.steps={t.steps}")
+    parse_mesh(t.mesh)  # the syntax; the device count is known at run time
     _require(0.0 <= t.label_smoothing < 1.0,
              f"train.label_smoothing={t.label_smoothing} must be in [0, 1)")
+
+
+MESH_AXES = ("data", "fsdp")
+
+
+def parse_mesh(text: str) -> dict[str, int]:
+    """``"data=-1,fsdp=2"`` -> ``{"data": -1, "fsdp": 2}`` (empty: no mesh)."""
+    axes: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, size = part.partition("=")
+        name = name.strip()
+        try:
+            value = int(size)
+        except ValueError:
+            value = 0
+        if not sep or name not in MESH_AXES or name in axes or value == 0 or value < -1:
+            raise ConfigError(f"train.mesh={text!r}: expected axes {' and '.join(MESH_AXES)} as "
+                              "name=size (size -1: the remaining devices), e.g. data=-1,fsdp=2")
+        axes[name] = value
+    if sum(v == -1 for v in axes.values()) > 1:
+        raise ConfigError(f"train.mesh={text!r}: only one axis may be -1")
+    return axes

@@ -186,8 +186,14 @@ def read_options(cfg: DataConfig) -> grain.ReadOptions:
                              prefetch_buffer_size=max(1, cfg.prefetch))
 
 
-def train_batches(ds: Dataset, batch_size: int, seed: int) -> grain.IterDataset:
-    """Endless shuffled training batches; a new permutation each epoch, all from ``seed``."""
+def train_batches(ds: Dataset, batch_size: int, seed: int, *, process: int = 0,
+                  processes: int = 1) -> grain.IterDataset:
+    """Endless shuffled training batches; a new permutation each epoch, all from ``seed``.
+
+    With several processes (multi-host training), each loads and transforms only its
+    share of every global batch: elements ``process, process + processes, ...`` of the
+    shuffled stream, so the global batches are those of a single-process run.
+    """
     cfg = ds.config
     if batch_size > len(ds.train):
         raise DataError(
@@ -199,8 +205,10 @@ def train_batches(ds: Dataset, batch_size: int, seed: int) -> grain.IterDataset:
         .shuffle()
         .repeat(None)
         .random_map(_RandomTransform(Transform(ds, augment=cfg.augment)))
-        .batch(batch_size, drop_remainder=True)
     )
+    if processes > 1:
+        mds = mds[process::processes]
+    mds = mds.batch(batch_size // processes, drop_remainder=True)
     it = mds.to_iter_dataset(read_options(cfg))
     if cfg.num_workers > 0:
         it = it.mp_prefetch(grain.MultiprocessingOptions(

@@ -113,6 +113,32 @@ def resource_reason(code: int, run_dir: Path) -> str:
     return last_error_line(run_dir / "train.log")
 
 
+def triage(runs: list[Run], out: Path, retry_failed: bool) -> tuple[GridOutcome, list[Run]]:
+    """Runs already settled (completed; failed or too big unless retried) and those to train."""
+    outcome, todo = GridOutcome(), []
+    for run in runs:
+        status = run_status(out / "runs" / run.id)
+        if status == "completed":
+            outcome.completed.append(run.id)
+        elif status == "failed" and not retry_failed:
+            outcome.failed.append(run.id)
+        elif status == "does_not_fit" and not retry_failed:
+            outcome.does_not_fit.append(run.id)
+        else:
+            todo.append(run)
+    return outcome, todo
+
+
+def prepare_run(out: Path, run: Run, spec_name: str) -> Path:
+    """The run folder with its ``run.json`` (what the worker trains)."""
+    run_dir = out / "runs" / run.id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / "run.json", {
+        "id": run.id, "spec": spec_name, "varied": run.varied,
+        "config": cfg_lib.to_dict(run.config)})
+    return run_dir
+
+
 class _Grid:
     """The state of one grid invocation: workers, their processes, the event queue."""
 
@@ -134,11 +160,7 @@ class _Grid:
         reports ``("done", run, status, seconds, detail)``."""
         slot = self.free.get()
         try:
-            run_dir = self.out / "runs" / run.id
-            run_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(run_dir / "run.json", {
-                "id": run.id, "spec": self.spec_name, "varied": run.varied,
-                "config": cfg_lib.to_dict(run.config)})
+            run_dir = prepare_run(self.out, run, self.spec_name)
             started = time.perf_counter()
             for attempt in (1, 2):
                 code = self._launch(run, run_dir, slot)
@@ -208,18 +230,7 @@ def run_grid(
     a probe process finds.
     """
     out = Path(out).absolute()
-    outcome = GridOutcome()
-    todo: list[Run] = []
-    for run in runs:
-        status = run_status(out / "runs" / run.id)
-        if status == "completed":
-            outcome.completed.append(run.id)
-        elif status == "failed" and not retry_failed:
-            outcome.failed.append(run.id)
-        elif status == "does_not_fit" and not retry_failed:
-            outcome.does_not_fit.append(run.id)
-        else:
-            todo.append(run)
+    outcome, todo = triage(runs, out, retry_failed)
     say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     devices = devices or (placement.probe() if todo else placement.Devices("cpu"))
     slots = placement.plan(devices, workers or placement.default_workers(devices))
@@ -280,7 +291,7 @@ def _collect(grid: _Grid, outcome: GridOutcome, total: int, bar, say) -> None:
         run_dir = grid.out / "runs" / run.id
         if status == "not started":
             continue
-        note = _record(outcome, run.id, status, detail[0] if detail else None, run_dir)
+        note = record(outcome, run.id, status, detail[0] if detail else None, run_dir)
         if status == "completed":
             durations.append(seconds)
         left = pending
@@ -293,7 +304,8 @@ def _collect(grid: _Grid, outcome: GridOutcome, total: int, bar, say) -> None:
                 f"; eta {fmt.duration(eta)}" if durations and left else ""))
 
 
-def _record(outcome: GridOutcome, run_id: str, status: str, code, run_dir: Path) -> str:
+def record(outcome: GridOutcome, run_id: str, status: str, code, run_dir: Path) -> str:
+    """Count a run's outcome; the note for the log."""
     if status == "completed":
         outcome.completed.append(run_id)
         return "completed"

@@ -137,6 +137,12 @@ class Checkpointer:
             force=True,
         )
         self.manager.wait_until_finished()
+        if jax.process_count() > 1:  # every host has written its shards: process 0 records
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"checkpoint {step}")
+            if jax.process_index() != 0:
+                return
         step_dir = self.directory / str(step)
         write_json_atomic(step_dir / MANIFEST, {
             "step": step,
@@ -189,6 +195,9 @@ class Checkpointer:
         return None
 
     def _move_aside(self, step: int, why: str) -> None:
+        if jax.process_count() > 1:  # hosts cannot agree on a move without more machinery
+            raise self._refuse(step, f"it is corrupt ({why}); with several processes, move "
+                               f"{self.directory / str(step)} aside by hand")
         aside = self.run_dir / "checkpoints_corrupt" / str(step)
         aside.parent.mkdir(parents=True, exist_ok=True)
         if aside.exists():
@@ -223,8 +232,9 @@ class Checkpointer:
             if diff:
                 more = f" (and {len(diff) - 1} more)" if len(diff) > 1 else ""
                 raise self._refuse(step, f"it holds another model structure: {diff[0]}{more}")
-            abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype),
-                                    savable)
+            abstract = jax.tree.map(  # onto the template's devices: a new mesh reshards
+                lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype,
+                                               sharding=getattr(x, "sharding", None)), savable)
             try:
                 restored = self.manager.restore(step, args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(abstract),

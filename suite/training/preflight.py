@@ -27,7 +27,7 @@ from suite.config import Config
 from suite.errors import SuiteError
 from suite.models import build_model
 from suite.tasks import TASKS
-from suite.training import devices
+from suite.training import devices, sharding
 from suite.training.optim import optimizer, schedule
 from suite.training.steps import Steps
 
@@ -79,6 +79,8 @@ class Plan:
     budget: int
     budget_source: str
     problem: str | None = None  # why it does not fit (when not checked)
+    mesh: Any = None  # the device mesh (train.mesh), or None
+    state_sharding: Any = None  # a sharding per state leaf on that mesh
 
 
 def abstract_state(config: Config) -> tuple[nnx.GraphDef, Any]:
@@ -144,13 +146,21 @@ def compile_eval(steps: Steps, state: Any, config: Config, size: int) -> Any:
 
 def plan(config: Config, graphdef: nnx.GraphDef, state: Any, batch: dict[str, Any],
          *, evaluate: bool = True, check: bool = True) -> Plan:
-    """Compile both steps on abstract shapes; raise :class:`DoesNotFit` if either cannot
-    fit (unless ``check`` is off: then only the train step is compiled and reported)."""
-    steps = Steps(graphdef, config, schedule(config.train))
+    """Compile both steps on abstract shapes (on ``train.mesh`` if one is set); raise
+    :class:`DoesNotFit` if either cannot fit (unless ``check`` is off). Memory is per
+    device."""
+    mesh = sharding.make_mesh(config.train.mesh)
+    shardings = state_sharding = None
+    if mesh is not None:
+        sharding.check_batch(config.train.batch_size, mesh)
+        state_sharding = sharding.state_shardings(mesh, state)
+        shardings = (state_sharding, sharding.batch_sharding(mesh), sharding.replicated(mesh))
+    steps = Steps(graphdef, config, schedule(config.train), shardings)
     have, source = budget()
     train, trace_seconds, seconds = compile_train(steps, state, like(batch))
     need = Memory.of(train)
-    result = Plan(steps, train, None, need, None, 0, seconds, trace_seconds, have, source)
+    result = Plan(steps, train, None, need, None, 0, seconds, trace_seconds, have, source,
+                  mesh=mesh, state_sharding=state_sharding)
     try:
         _check_train(config, need, have, source)
         if evaluate:
@@ -176,6 +186,7 @@ def _eval_plan(steps: Steps, state: Any, config: Config, have: int,
                source: str) -> tuple[Any, Memory, int]:
     """The eval step at the configured size, or the largest power of two <= 256 that fits."""
     size = config.train.eval_batch_size
+    devices = sharding.make_mesh(config.train.mesh).devices.size if config.train.mesh else 1
     if size is not None:
         compiled = compile_eval(steps, state, config, size)
         if Memory.of(compiled).total > have:
@@ -184,7 +195,7 @@ def _eval_plan(steps: Steps, state: Any, config: Config, have: int,
                 f"train.eval_batch_size={size}, {source} is {_gib(have)}; lower "
                 "train.eval_batch_size or leave it unset to choose one that fits")
         return compiled, Memory.of(compiled), size
-    size = MAX_EVAL_BATCH
+    size = max(MAX_EVAL_BATCH, devices)
     compiled = compile_eval(steps, state, config, size)
     need = Memory.of(compiled)
     if need.total > have:  # the state, plus memory per example: jump to the size that fits
@@ -192,11 +203,11 @@ def _eval_plan(steps: Steps, state: Any, config: Config, have: int,
                     for x in jax.tree.leaves(state))
         per_example = max(1.0, (need.total - fixed) / size)
         guess = int((have - fixed) // per_example)
-        size = min(size // 2, 2 ** int(math.log2(guess))) if guess >= 1 else 1
+        size = max(devices, min(size // 2, 2 ** int(math.log2(guess))) if guess >= 1 else 1)
         while True:
             compiled = compile_eval(steps, state, config, size)
             need = Memory.of(compiled)
-            if need.total <= have or size == 1:
+            if need.total <= have or size <= devices:
                 break
             size //= 2
     if need.total > have:

@@ -91,6 +91,19 @@ def set_aside_attempt(workdir: Path) -> tuple[int, list[str]]:
     return k, moved
 
 
+def prepare_retry(workdir: Path, summary: dict[str, Any]) -> str:
+    """Set a failed attempt aside for ``--retry-failed``; what was done, for the log."""
+    if summary.get("status") == "does_not_fit":
+        set_aside_summary(workdir, "does_not_fit")
+        return "it did not fit before; checking again"
+    if diverged(summary):
+        _, moved = set_aside_attempt(workdir)
+        return (f"it diverged before; starting again from step 0 (the failed attempt is kept "
+                f"as {', '.join(moved)})")
+    set_aside_summary(workdir, "failed")
+    return f"it failed before ({summary.get('reason', '?')}); retrying from its newest checkpoint"
+
+
 def set_aside_summary(workdir: Path, why: str) -> Path:
     """Rename ``summary.json`` to ``summary_<why>_K.json`` (next free K), to retry the run."""
     k = 1

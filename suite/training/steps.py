@@ -52,9 +52,11 @@ class Steps:
     """The compiled train and eval steps over ``(model, optimizer)`` state.
 
     ``traces`` counts how often Python traced each step (one each, for a whole run).
+    ``shardings``: ``(state, batch, replicated)`` shardings on a mesh, or None.
     """
 
-    def __init__(self, graphdef: nnx.GraphDef, config: Config, lr_schedule: optax.Schedule):
+    def __init__(self, graphdef: nnx.GraphDef, config: Config, lr_schedule: optax.Schedule,
+                 shardings: tuple | None = None):
         self.traces = {"train": 0, "eval": 0}
 
         def train_step(state, batch):
@@ -87,8 +89,15 @@ class Steps:
                 "logits": logits.astype(jnp.float32),  # for mAP on multi-label tasks
             }
 
-        self.train_step = jax.jit(train_step, donate_argnums=0)
-        self.eval_step = jax.jit(eval_step)
+        if shardings is None:
+            self.train_step = jax.jit(train_step, donate_argnums=0)
+            self.eval_step = jax.jit(eval_step)
+            return
+        state, batch, replicated = shardings
+        self.train_step = jax.jit(train_step, donate_argnums=0, in_shardings=(state, batch),
+                                  out_shardings=(state, replicated))
+        self.eval_step = jax.jit(eval_step, in_shardings=(state, batch, batch),
+                                 out_shardings=replicated)
 
 
 def evaluate(eval_step, state, ds: data_lib.Dataset, batch_size: int) -> dict[str, float]:

@@ -12,6 +12,7 @@ run only when due; the host waits for the device only then.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -26,24 +27,24 @@ from flax import nnx
 
 from suite import data as data_lib
 from suite import fmt
-from suite.config import Config
+from suite.config import Config, flatten
 from suite.errors import CheckpointError
 from suite.models.flops import analytic_flops, cost_of, train_flops
 from suite.models.registry import build_model, count_params
-from suite.training import devices, lock, preflight, stop
+from suite.training import devices, hosts, lock, preflight, stop
 from suite.training.checkpoint import Checkpointer
 from suite.training.optim import optimizer as make_optimizer
 from suite.training.run_folder import (
     CHECKPOINTS,
     MetricsLog,
     check_config,
-    diverged,
+    prepare_retry,
     read_summary,
-    set_aside_attempt,
     set_aside_summary,
     write_config,
     write_summary,
 )
+from suite.training.sharding import Placement
 from suite.training.steps import METRIC_KEYS, evaluate
 from suite.training.writers import JsonlWriter, TensorBoardWriter, Writers
 
@@ -123,12 +124,17 @@ class Trainer:
         self.plan = preflight.plan(config, graphdef, abstract, spec)
         self.steps, self.compiled = self.plan.steps, self.plan.train
         self.compile_seconds = self.plan.compile_seconds
-        write_config(self.workdir, config)
+        self.place = Placement(self.plan.mesh, self.plan.state_sharding)
+        if self.place.primary:
+            write_config(self.workdir, config)
         model = build_model(config, rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))
         self.params = count_params(model)
-        self.state = nnx.state((model, nnx.Optimizer(model, make_optimizer(t), wrt=nnx.Param)))
+        self.state = self.place.state(
+            nnx.state((model, nnx.Optimizer(model, make_optimizer(t), wrt=nnx.Param))))
         del model
-        self.train_iter = iter(data_lib.train_batches(self.ds, t.batch_size, seed=config.seed))
+        self.train_iter = iter(data_lib.train_batches(
+            self.ds, t.batch_size, seed=config.seed, process=self.place.process,
+            processes=self.place.processes))
         self.ckpt = Checkpointer(self.workdir / CHECKPOINTS, t.keep_checkpoints)
         self.window = Window()
         restored = self.ckpt.restore_latest(self.state)
@@ -140,18 +146,19 @@ class Trainer:
             self.window = Window(None if acc is None else
                                  {k: jnp.asarray(np.float32(v)) for k, v in acc.items()},
                                  restored.meta["window"])
-            self.metrics.truncate_to(self.step)
+            if self.place.primary:
+                self.metrics.truncate_to(self.step)
             self.log(f"{self.name}: resuming from step {self.step}")
-        else:
+        elif self.place.primary:
             self._start_metrics_afresh()
         last = self.metrics.last("train/loss")
         if last:
             self.last_train = {k: last[k] for k in ("train/loss", "train/accuracy")}
-        writers = [JsonlWriter(self.metrics)]
-        if t.tensorboard:
+        writers = [JsonlWriter(self.metrics)] if self.place.primary else []
+        if t.tensorboard and self.place.primary:
             writers.append(TensorBoardWriter(self.workdir, self.step))
-        self.writer = Writers(*writers)
-        self.pending = next(self.train_iter)
+        self.writer = Writers(*writers)  # only process 0 writes the run folder's files
+        self.pending = self.place.train_batch(next(self.train_iter))
         if preflight.like(self.pending) != spec:  # the pipeline's batch is the truth
             self.compiled, _, _ = preflight.compile_train(self.steps, self.state, self.pending)
         self.step_flops = cost_of(self.compiled)["flops"]
@@ -182,7 +189,8 @@ class Trainer:
         self.window.resume()
         with stop.deferred():
             while self.step < t.steps:
-                batch = next(self.train_iter) if self.pending is None else self.pending
+                batch = self.place.train_batch(next(self.train_iter)) if self.pending is None \
+                    else self.pending
                 self.pending = None
                 self.state, metrics = self.compiled(self.state, batch)
                 self.step += 1
@@ -231,7 +239,9 @@ class Trainer:
                      f"{row['learning_rate']:.2e} {ex_s} ex/s eta {eta}")
 
     def _evaluate(self) -> None:
-        ev = evaluate(self.plan.eval, self.state, self.ds, self.plan.eval_batch_size)
+        place = self.place
+        ev = evaluate(lambda st, b, w: self.plan.eval(st, place.eval_batch(b), place.eval_batch(w)),
+                      self.state, self.ds, self.plan.eval_batch_size)
         self.writer.write({"step": self.step, **ev})
         if not self.bar:
             self.log(f"{self.name}: step {self.step} eval loss {ev['eval/loss']:.4f} "
@@ -303,8 +313,11 @@ class Trainer:
             "wall_seconds": self.prior_wall + time.perf_counter() - self.wall_start,
             "device": jax.devices()[0].device_kind,
             "machine": devices.machine_description(),
+            **self.place.describe(),
+            "per_device_batch": t.batch_size // self.place.devices,
         }
-        write_summary(self.workdir, summary)
+        if self.place.primary:
+            write_summary(self.workdir, summary)
         return summary
 
     def diverged(self, first_step: int) -> dict[str, Any]:
@@ -334,8 +347,10 @@ def train_and_evaluate(
     """
     workdir = Path(workdir).absolute()
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    with stop.guard(), lock.holding(workdir):
+    owner = lock.holding(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+    with stop.guard(), owner:  # the folder is locked by process 0 of a multi-host run
         stop.reset()
+        hosts.agree(flatten(config), workdir.name)
         check_config(workdir, config)
         summary = read_summary(workdir)
         if summary is not None and summary.get("status") == "interrupted":
@@ -345,7 +360,7 @@ def train_and_evaluate(
             if summary.get("status") == "completed" or not retry_failed:
                 log(f"{workdir.name}: already {summary.get('status')}; not training again")
                 return summary
-            _prepare_retry(workdir, summary, log)
+            log(f"{workdir.name}: {prepare_retry(workdir, summary)}")
         trainer = Trainer(config, workdir, log=log,
                           progress=sys.stderr.isatty() if progress is None else progress)
         try:
@@ -358,20 +373,6 @@ def train_and_evaluate(
             raise preflight.DoesNotFit(f"{workdir}: does not fit: {e}") from None
         finally:
             trainer.close()
-
-
-def _prepare_retry(workdir: Path, summary: dict[str, Any], log: Callable[[str], None]) -> None:
-    if summary.get("status") == "does_not_fit":
-        set_aside_summary(workdir, "does_not_fit")
-        log(f"{workdir.name}: it did not fit before; checking again")
-    elif diverged(summary):
-        k, moved = set_aside_attempt(workdir)
-        log(f"{workdir.name}: it diverged before; starting again from step 0 (the failed "
-            f"attempt is kept as {', '.join(moved)})")
-    else:
-        set_aside_summary(workdir, "failed")
-        log(f"{workdir.name}: it failed before ({summary.get('reason', '?')}); retrying "
-            f"from its newest checkpoint")
 
 
 def load_state(config: Config, workdir: str | Path) -> tuple[nnx.Module, int]:
