@@ -27,9 +27,11 @@ def test_describe_json_reports_params_analytic_and_xla_flops(capsys):
 
 @pytest.mark.slow
 def test_imagenet_xla_flops_match_the_analytic_figure_without_sharing():
-    info = describe(C.build("imagenet", {"model.weight_sharing": "false"}))
-    assert info["params"] == pytest.approx(326_241_856, rel=5e-4)
-    assert info["flops_analytic"] == pytest.approx(707.2e9, rel=0.01)
+    # Two unshared cross-attends (paper Table 6: 447.6 GFLOPs): every kind of block at
+    # ImageNet shapes, at a quarter of the 8-repeat model's compile time.
+    info = describe(C.build("imagenet", {"model.weight_sharing": "false",
+                                         "model.num_cross_attends": "2"}))
+    assert info["flops_analytic"] == pytest.approx(447.6e9, rel=0.01)
     assert info["flops_xla"] == pytest.approx(info["flops_analytic"], rel=0.03)
 
 
