@@ -50,13 +50,18 @@ def outputs_and_grads(model, x):
     return model(x), jax.tree.leaves(nnx.grad(loss)(model))
 
 
-@pytest.mark.parametrize("fast", [
-    {"model.scan_repeats": True}, {"model.remat": True},
-    {"model.cross_attention_chunk": 16}, {"model.remat": True, "model.cross_attention_chunk": 7},
-], ids=["scan", "remat", "chunk", "remat+chunk"])
-def test_fast_paths_compute_the_numbers_of_the_plain_model(fast):
+TOWER = {"model.self_attends_per_block": 3}  # the latent layers: an inner scan
+
+
+@pytest.mark.parametrize("shape,fast", [
+    ({}, {"model.scan_repeats": True}), (TOWER, {"model.scan_repeats": True}),
+    (TOWER, {"model.scan_repeats": True, "model.remat": True}), ({}, {"model.remat": True}),
+    ({}, {"model.cross_attention_chunk": 16}),
+    ({}, {"model.remat": True, "model.cross_attention_chunk": 7}),
+], ids=["scan", "scan-tower", "scan-tower+remat", "remat", "chunk", "remat+chunk"])
+def test_fast_paths_compute_the_numbers_of_the_plain_model(shape, fast):
     x = normal(3, 8, 8, 1)
-    built = models(plain={"model.scan_repeats": False}, fast=fast)
+    built = models(plain={**shape, "model.scan_repeats": False}, fast={**shape, **fast})
     (y0, g0), (y1, g1) = (outputs_and_grads(m, x) for m in built.values())
     np.testing.assert_allclose(y1, y0, atol=1e-5 * float(jnp.abs(y0).max()))
     scale = max(float(jnp.abs(g).max()) for g in g0)  # relative to the gradient's scale
