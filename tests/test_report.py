@@ -9,7 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from suite.analysis.plots import in_spec_order
 from suite.analysis.report import aggregate, load_frame, write_report
+from suite.analysis.tables import report_spec
 
 SPEC = '''name = "toy"
 description = "A hand-made results folder."
@@ -185,3 +187,17 @@ def test_partial_grids_still_get_tables_pages_and_the_plots_that_make_sense(
         assert "eval_accuracy_vs_num_latents.png" in plots
     else:
         assert not any(n.startswith("eval_accuracy_vs") for n in plots)
+
+
+def test_categorical_plots_follow_the_order_the_spec_lists(tmp_path):
+    (tmp_path / "spec.toml").write_text(
+        '[grid]\n"data.permutation" = ["none", "fixed"]\n'
+        '[zip]\n"model.kind" = ["perceiver", "convnet"]\n')
+    frame = pd.DataFrame({"data.permutation": ["fixed", "none"], "model.kind": ["convnet"] * 2,
+                          "eval/accuracy": [0.5, 0.6], "status": "completed"})
+    spec = report_spec(tmp_path, frame)
+    assert spec.levels == {"data.permutation": ["none", "fixed"],
+                           "model.kind": ["perceiver", "convnet"]}
+    assert in_spec_order(frame["data.permutation"], spec.levels["data.permutation"]) == [
+        "none", "fixed"]
+    assert in_spec_order(pd.Series(["b", "a"]), None) == ["a", "b"]  # no spec: sorted

@@ -81,11 +81,20 @@ def metric_vs_knob(frame: pd.DataFrame, spec: ReportSpec, x: str, hue: str | Non
     else:
         done[x] = done[x].astype(str)
         sns.pointplot(data=done, x=x, y=spec.metric, hue=hue, errorbar="sd",
+                      order=in_spec_order(done[x], spec.levels.get(x)),
+                      hue_order=in_spec_order(done[hue], spec.levels.get(hue)) if hue else None,
                       dodge=0.2 if hue else False, capsize=0.1, ax=ax)
     ax.set_title(f"{spec.metric} vs {x} (mean ± std over seeds)\n{_held_fixed(spec)}",
                  fontsize=9)
     ax.grid(alpha=0.3)
     return _save(fig, out_dir / f"{spec.metric.replace('/', '_')}_vs_{x.split('.')[-1]}")
+
+
+def in_spec_order(values: pd.Series, levels: list[str] | None) -> list[str]:
+    """The values present, in the order the spec lists them (e.g. raw before permuted)."""
+    present = list(dict.fromkeys(values.astype(str)))
+    known = [v for v in levels or [] if v in present]
+    return known + sorted(v for v in present if v not in known)
 
 
 def learning_curves(frame: pd.DataFrame, curves: pd.DataFrame, spec: ReportSpec,

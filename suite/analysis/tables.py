@@ -38,6 +38,7 @@ class ReportSpec:
     name: str = ""
     description: str = ""
     spec_text: str = ""
+    levels: dict[str, list[Any]] = field(default_factory=dict)  # each knob's values, spec order
 
 
 def load_frame(out: Path) -> pd.DataFrame:
@@ -65,6 +66,7 @@ def report_spec(out: Path, frame: pd.DataFrame, *, metric: str | None = None,
     """Rows, columns and metric: command-line choices, else the spec's [report], else inferred."""
     hints: dict[str, Any] = {}
     spec_text, name, description, knobs = "", Path(out).name, "", []
+    levels: dict[str, list[Any]] = {}
     spec_path = Path(out) / "spec.toml"
     if spec_path.exists():
         spec_text = spec_path.read_text()
@@ -73,6 +75,7 @@ def report_spec(out: Path, frame: pd.DataFrame, *, metric: str | None = None,
         name, description = raw.get("name", name), raw.get("description", "")
         for section in ("grid", "zip"):
             knobs += _dotted(raw.get(section, {}))
+            levels.update(_values(raw.get(section, {})))
     if not knobs:  # infer: config columns that take more than one value
         knobs = [c for c in frame.columns if "." in c and c not in NON_KNOBS
                  and not c.startswith(("eval/", "train/")) and frame[c].nunique(dropna=False) > 1]
@@ -89,7 +92,19 @@ def report_spec(out: Path, frame: pd.DataFrame, *, metric: str | None = None,
             raise SuiteError(f"report key {key!r} is not a config column of {out}")
     x = hints.get("x") or (knobs[0] if knobs else None)
     hue = hints.get("hue") or next((k for k in knobs if k != x), None)
-    return ReportSpec(knobs, metric, list(rows), list(cols), x, hue, name, description, spec_text)
+    return ReportSpec(knobs, metric, list(rows), list(cols), x, hue, name, description, spec_text,
+                      levels)
+
+
+def _values(table: dict, prefix: str = "") -> dict[str, list[Any]]:
+    """``{dotted key: its distinct values in the order the spec lists them}``."""
+    out: dict[str, list[Any]] = {}
+    for k, v in table.items():
+        if isinstance(v, dict):
+            out.update(_values(v, f"{prefix}{k}."))
+        elif isinstance(v, list):
+            out[f"{prefix}{k}"] = list(dict.fromkeys(map(str, v)))
+    return out
 
 
 def _dotted(table: dict, prefix: str = "") -> list[str]:
