@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from suite.analysis.plots import in_spec_order
+from suite.analysis.plots import in_spec_order, level_label
 from suite.analysis.report import aggregate, load_frame, write_report
 from suite.analysis.tables import report_spec
 
@@ -201,3 +201,24 @@ def test_categorical_plots_follow_the_order_the_spec_lists(tmp_path):
     assert in_spec_order(frame["data.permutation"], spec.levels["data.permutation"]) == [
         "none", "fixed"]
     assert in_spec_order(pd.Series(["b", "a"]), None) == ["a", "b"]  # no spec: sorted
+
+
+def test_numeric_legends_read_as_the_spec_wrote_them_in_its_order():
+    # A float column (112.0) against the spec's ints (7, 28, 112): labels match, no '.0'.
+    column = pd.Series([112.0, 7.0, 28.0, 112.0])
+    assert in_spec_order(column, [7, 28, 112]) == ["7", "28", "112"]
+    assert in_spec_order(column, None) == ["7", "28", "112"]  # numeric, not "112" < "28"
+    assert level_label(True) == "True" and level_label(0.5) == "0.5"
+
+
+def test_a_figure_saved_twice_is_byte_identical(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from suite.analysis.plots import _save
+
+    def draw(name):
+        fig, ax = plt.subplots()
+        ax.plot([1, 2, 3], [0.5, 0.7, 0.6])
+        return [p.read_bytes() for p in _save(fig, tmp_path / name)]
+
+    assert draw("a") == draw("b")  # no dates, no random ids: reports diff only on change

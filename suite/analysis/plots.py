@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -44,8 +45,10 @@ def _held_fixed(spec: ReportSpec) -> str:
 def _save(fig: plt.Figure, path: Path) -> list[Path]:
     fig.tight_layout()
     out = [path.with_suffix(".png"), path.with_suffix(".svg")]
-    fig.savefig(out[0], dpi=120)
-    fig.savefig(out[1])
+    # No dates and fixed ids: a regenerated report changes only where its figures do.
+    with plt.rc_context({"svg.hashsalt": "perceiver-suite"}):
+        fig.savefig(out[0], dpi=120, metadata={"Software": None})
+        fig.savefig(out[1], metadata={"Date": None})
     plt.close(fig)
     return out
 
@@ -66,11 +69,13 @@ def metric_vs_knob(frame: pd.DataFrame, spec: ReportSpec, x: str, hue: str | Non
         hue = None  # one level left among completed runs (the others failed): no legend
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     numeric = pd.api.types.is_numeric_dtype(done[x]) and not pd.api.types.is_bool_dtype(done[x])
+    hue_order = None
     if hue:
-        done[hue] = done[hue].astype(str)
+        done[hue] = done[hue].map(level_label)
+        hue_order = in_spec_order(done[hue], spec.levels.get(hue))
     if numeric:
-        sns.lineplot(data=done, x=x, y=spec.metric, hue=hue, marker="o", errorbar="sd",
-                     err_style="bars", ax=ax)
+        sns.lineplot(data=done, x=x, y=spec.metric, hue=hue, hue_order=hue_order, marker="o",
+                     errorbar="sd", err_style="bars", ax=ax)
         if is_geometric(done[x]):
             ax.set_xscale("log", base=2)
         values = sorted(done[x].dropna().unique())
@@ -79,10 +84,9 @@ def metric_vs_knob(frame: pd.DataFrame, spec: ReportSpec, x: str, hue: str | Non
             ax.set_xticklabels([f"{v:g}" for v in values])
             ax.minorticks_off()
     else:
-        done[x] = done[x].astype(str)
+        done[x] = done[x].map(level_label)
         sns.pointplot(data=done, x=x, y=spec.metric, hue=hue, errorbar="sd",
-                      order=in_spec_order(done[x], spec.levels.get(x)),
-                      hue_order=in_spec_order(done[hue], spec.levels.get(hue)) if hue else None,
+                      order=in_spec_order(done[x], spec.levels.get(x)), hue_order=hue_order,
                       dodge=0.2 if hue else False, capsize=0.1, ax=ax)
     ax.set_title(f"{spec.metric} vs {x} (mean ± std over seeds)\n{_held_fixed(spec)}",
                  fontsize=9)
@@ -90,11 +94,26 @@ def metric_vs_knob(frame: pd.DataFrame, spec: ReportSpec, x: str, hue: str | Non
     return _save(fig, out_dir / f"{spec.metric.replace('/', '_')}_vs_{x.split('.')[-1]}")
 
 
-def in_spec_order(values: pd.Series, levels: list[str] | None) -> list[str]:
-    """The values present, in the order the spec lists them (e.g. raw before permuted)."""
-    present = list(dict.fromkeys(values.astype(str)))
-    known = [v for v in levels or [] if v in present]
-    return known + sorted(v for v in present if v not in known)
+def level_label(value: Any) -> str:
+    """A knob value as a legend or axis label: numbers without a trailing '.0'."""
+    if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+        return f"{value:g}"
+    return str(value)
+
+
+def in_spec_order(values: pd.Series, levels: list[Any] | None) -> list[str]:
+    """The labels present, in the order the spec lists them (raw before permuted, 7 before
+    28 before 112); values the spec does not list follow, numbers in numeric order."""
+    present = list(dict.fromkeys(level_label(v) for v in values))
+    known = [label for label in map(level_label, levels or []) if label in present]
+
+    def key(label: str) -> tuple[int, float, str]:
+        try:
+            return (0, float(label), label)
+        except ValueError:
+            return (1, 0.0, label)
+
+    return known + sorted((v for v in present if v not in known), key=key)
 
 
 def learning_curves(frame: pd.DataFrame, curves: pd.DataFrame, spec: ReportSpec,
