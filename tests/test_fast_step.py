@@ -2,6 +2,8 @@
 scanned weight-shared repeats, rematerialisation; bfloat16 keeps float32 where it must;
 scanned repeats keep the compiled program's size flat in the depth."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -110,3 +112,19 @@ def test_the_compile_cache_goes_where_it_is_told_or_nowhere(tmp_path, monkeypatc
     assert devices.compile_cache_dir() == tmp_path / "cache"
     monkeypatch.setenv(devices.CACHE_ENV, "off")
     assert devices.compile_cache_dir() is None
+
+
+def test_the_targets_table_reads_in_units_and_keeps_targets_measured_earlier(tmp_path):
+    from suite.cli.benchmarks import targets_write
+
+    def row(name, target, plain, fast, goal, met):
+        return {"name": name, "target": target, "plain": plain, "fast": fast,
+                "ratio": fast / plain if name != "bfloat16" else fast, "goal": goal, "met": met}
+
+    targets_write([row("memory", "temporaries", 96.4 * 2**30, 7.6 * 2**30, 0.25, True)],
+                  tmp_path, "bench --targets memory", "cpu")
+    text = targets_write([row("bfloat16", "bf16 accuracy", 0.944, 0.939, 0.90, True)],
+                         tmp_path, "bench --targets bfloat16", "cpu")
+    assert "| 96.4 GiB | 7.6 GiB | 7.9% | <= 25% | yes |" in re.sub(" +", " ", text)
+    assert "93.9%" in text and ">= 90%" in text  # the earlier memory row is kept too
+    assert "bench --targets memory" in text and "bench --targets bfloat16" in text

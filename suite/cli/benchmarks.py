@@ -89,12 +89,28 @@ def targets_write(rows, out: Path, command: str, machine: str) -> str:
             [n for n in ("memory", "compile", "cache", "bfloat16") if n in set(frame["name"])]
         ).reset_index()
     write_text_atomic(out / "targets.csv", frame.to_csv(index=False))
-    text = "\n".join(["# Fast-step targets", "", frame[["target", "plain", "fast", "ratio", "goal",
-                      "met"]].to_markdown(index=False), ""]
+    table = pd.DataFrame({
+        "target": frame["target"],
+        "plain": [_target_value(n, v) for n, v in zip(frame["name"], frame["plain"], strict=True)],
+        "fast": [_target_value(n, v) for n, v in zip(frame["name"], frame["fast"], strict=True)],
+        "ratio": [f"{r:.1%}" for r in frame["ratio"]],
+        "goal": [f"{'>=' if n == 'bfloat16' else '<='} {g:.0%}"
+                 for n, g in zip(frame["name"], frame["goal"], strict=True)],
+        "met": ["yes" if bool(m) else "no" for m in frame["met"]]})
+    text = "\n".join(["# Fast-step targets", "", table.to_markdown(index=False), ""]
                      + [f"- command: `{c}`" for c in frame["command"].unique()]
                      + [f"- machine: {m}" for m in frame["machine"].unique()] + [""])
     write_text_atomic(out / "targets.md", text)
     return text
+
+
+def _target_value(name: str, value: float) -> str:
+    """A target's measured value in its unit: bytes as GiB, compiles in seconds, accuracy in %."""
+    if name == "memory":
+        return f"{value / 2**30:.1f} GiB"
+    if name == "bfloat16":
+        return f"{value:.1%}"
+    return f"{value:.2f} s"
 
 
 # ---------------------------------------------------------------------------- scaling
