@@ -59,9 +59,11 @@ def agree(flat_config: dict[str, Any], run: str) -> None:
                                                           WAIT_MS))
         for key in sorted(set(theirs) | set(flat_config)):
             mine = json.loads(json.dumps(flat_config.get(key), default=str))
-            if theirs.get(key) != mine:
-                raise ConfigError(f"process {other}'s config differs from process {me}'s: "
-                                  f"{key}={theirs.get(key)!r} vs {mine!r}")
+            if theirs.get(key) != mine:  # worded alike on every process, lower id first
+                (a, va), (b, vb) = sorted([(me, mine), (other, theirs.get(key))],
+                                          key=lambda pair: pair[0])
+                raise ConfigError(f"process {b}'s config differs from process {a}'s: "
+                                  f"{key}={va!r} vs {vb!r}")
 
 
 def fail(reason: str, code: int) -> None:
