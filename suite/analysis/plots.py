@@ -81,7 +81,7 @@ def metric_vs_knob(frame: pd.DataFrame, spec: ReportSpec, x: str, hue: str | Non
         values = sorted(done[x].dropna().unique())
         if len(values) <= 10:  # tick exactly the values that were run
             ax.set_xticks(values)
-            ax.set_xticklabels([f"{v:g}" for v in values])
+            ax.set_xticklabels([level_label(v) for v in values])
             ax.minorticks_off()
     else:
         done[x] = done[x].map(level_label)

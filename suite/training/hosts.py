@@ -60,10 +60,10 @@ def agree(flat_config: dict[str, Any], run: str) -> None:
         for key in sorted(set(theirs) | set(flat_config)):
             mine = json.loads(json.dumps(flat_config.get(key), default=str))
             if theirs.get(key) != mine:  # worded alike on every process, lower id first
-                (a, va), (b, vb) = sorted([(me, mine), (other, theirs.get(key))],
-                                          key=lambda pair: pair[0])
+                value = {me: mine, other: theirs.get(key)}
+                a, b = sorted((me, other))
                 raise ConfigError(f"process {b}'s config differs from process {a}'s: "
-                                  f"{key}={va!r} vs {vb!r}")
+                                  f"{key}={value[a]!r} vs {value[b]!r}")
 
 
 def fail(reason: str, code: int) -> None:
