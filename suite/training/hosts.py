@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from typing import Any
 
 import jax
@@ -82,7 +83,25 @@ def fail(reason: str, code: int) -> None:
         message = f"perceiver-suite: process {me} stopped: {first}"
     print(message, file=sys.stderr, flush=True)
     sys.stdout.flush()
+    _leave(client, me)
     os._exit(code)
+
+
+def _leave(client: Any, me: int, wait_s: float = 5.0) -> None:
+    """Process 0 hosts the coordination service: a peer that finds it gone aborts, so
+    process 0 leaves last, once the others have said they are leaving (or after wait_s:
+    a dead peer says nothing)."""
+    try:
+        if me != 0:
+            client.key_value_set(f"{PREFIX}/left/{me}", "1")
+            return
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if len(client.key_value_dir_get(f"{PREFIX}/left/")) >= jax.process_count() - 1:
+                return
+            time.sleep(0.05)
+    except Exception:  # noqa: BLE001  the coordinator may already be gone
+        pass
 
 
 def peer_failure() -> str | None:
