@@ -12,7 +12,7 @@ from flax import nnx
 
 from suite import config as C
 from suite.models import build_model
-from suite.models.layers import chunked_attention
+from suite.models.layers import MLP, chunked_attention, linear, mixed_dense
 from suite.models.perceiver import layer_schedule, segments
 from suite.training import devices
 
@@ -107,6 +107,51 @@ def test_bfloat16_computes_matmuls_in_bfloat16_and_keeps_float32_where_it_must()
     assert "bf16" in hlo and "f32" in hlo
 
 
+def test_a_bfloat16_projection_accumulates_in_float32_and_its_gradients_follow():
+    x, w = normal(3, 5, 16), normal(16, 8)
+    y = mixed_dense(x, w, jnp.dtype(jnp.bfloat16), x.dtype)
+    bf = jnp.bfloat16
+    assert y.dtype == jnp.float32
+    np.testing.assert_array_equal(y, jnp.einsum("bmk,kn->bmn", x.astype(bf), w.astype(bf),
+                                                preferred_element_type=jnp.float32))
+
+    def loss(f):
+        return lambda x, w: jnp.sum(jnp.sin(f(x, w)))
+
+    dx, dw = jax.grad(loss(lambda x, w: mixed_dense(x, w, jnp.dtype(bf), x.dtype)),
+                      argnums=(0, 1))(x, w)
+    ref_dx, ref_dw = jax.grad(loss(lambda x, w: x @ w), argnums=(0, 1))(x, w)
+    assert dx.dtype == jnp.float32 and dw.dtype == jnp.float32
+    np.testing.assert_allclose(dx, ref_dx, rtol=0.05, atol=0.05)  # bfloat16 operands
+    np.testing.assert_allclose(dw, ref_dw, rtol=0.05, atol=0.05)
+    dxb = jax.grad(lambda x: mixed_dense(x, w, jnp.dtype(bf), x.dtype).sum())(x.astype(bf))
+    assert dxb.dtype == jnp.bfloat16  # a bfloat16 input gets a bfloat16 gradient
+
+
+def test_float32_projections_are_flax_linear_exactly():
+    ours = linear(16, 8, rngs=nnx.Rngs(0))
+    stock = nnx.Linear(16, 8, rngs=nnx.Rngs(0))
+    stock.kernel[...], stock.bias[...] = ours.kernel[...], normal(8)
+    ours.bias[...] = stock.bias[...]
+    x = normal(4, 16)
+    np.testing.assert_array_equal(ours(x), stock(x))
+
+
+def test_every_matmul_of_a_bfloat16_mlp_step_takes_bfloat16_and_accumulates_in_float32():
+    mlp = MLP(16, 4, rngs=nnx.Rngs(0), dtype=jnp.bfloat16)
+    graphdef, state = nnx.split(mlp)
+
+    def loss(state, x):
+        return jnp.sum(nnx.merge(graphdef, state)(x) ** 2)
+
+    text = jax.jit(jax.grad(loss)).lower(state, normal(2, 8, 16)).as_text()
+    dots = re.findall(r"stablehlo.dot_general .*?: \((.*?)\) -> (\S+)", text)
+    assert len(dots) == 5  # 2 forward; 2 weight gradients and the hidden gradient
+    for operands, result in dots:  # float32 accumulation: XLA:CPU runs these on BF16 units
+        assert re.fullmatch(r"tensor<[\dx]+xbf16>, tensor<[\dx]+xbf16>", operands), operands
+        assert result.endswith("xf32>"), result
+
+
 def test_the_compile_cache_goes_where_it_is_told_or_nowhere(tmp_path, monkeypatch):
     monkeypatch.setenv(devices.CACHE_ENV, str(tmp_path / "cache"))
     assert devices.compile_cache_dir() == tmp_path / "cache"
@@ -128,3 +173,20 @@ def test_the_targets_table_reads_in_units_and_keeps_targets_measured_earlier(tmp
     assert "| 96.4 GiB | 7.6 GiB | 7.9% | <= 25% | yes |" in re.sub(" +", " ", text)
     assert "93.9%" in text and ">= 90%" in text  # the earlier memory row is kept too
     assert "bench --targets memory" in text and "bench --targets bfloat16" in text
+
+
+def test_the_peer_comparison_is_written_per_precision_with_each_sides_own_flops(tmp_path):
+    from suite.analysis import peer
+
+    def row(side, seconds, precision):
+        flops = {"flops_analytic": 400e9} if side == "ours" else {"flops": 600e9, "torch": "2"}
+        return {"round": 0, "side": side, "precision": precision, "step_seconds": seconds,
+                **flops}
+
+    for precision, name in [("float32", "peer.md"), ("bfloat16", "peer_bfloat16.md")]:
+        path = peer.write([row("ours", 2.0, precision), row("theirs", 3.0, precision)],
+                          tmp_path, "bench --peer", "cpu", precision)
+        text = path.read_text()
+        assert path.name == name and (tmp_path / name.replace(".md", ".csv")).exists()
+        assert f"P1 structure, {precision}" in text
+        assert "FLOP/s ratio (ours / theirs): 1.00; step-time ratio (ours / theirs): 0.67" in text

@@ -3,8 +3,10 @@
 The P1 structure: a 32x32x3 input with 6 Fourier bands per axis (29 channels), batch 8,
 6 cross-attends each followed by 1 self-attend, 256 x 512 latents, cross-attention q/k/v
 width 64 (one head), 8 latent heads of 64, MLP x4, no weight sharing; AdamW on both
-sides. The peer's MLP is a GEGLU (twice the first layer), so it does more FLOPs per step:
-each side's FLOP/s is its own FLOPs over its own time (ours analytic and XLA's, theirs by
+sides. ``precision="bfloat16"`` runs ours with ``model.precision=bfloat16`` and theirs
+under ``torch.autocast(bfloat16)``, so both sides compare at the same precision. The
+peer's MLP is a GEGLU (twice the first layer), so it does more FLOPs per step: each
+side's FLOP/s is its own FLOPs over its own time (ours analytic and XLA's, theirs by
 ``torch.utils.flop_counter``). Each measurement runs in its own process (start-up and
 compilation excluded: burn-in steps first), alternating ours and theirs over rounds, so
 that drift of a shared machine hits both sides alike.
@@ -36,7 +38,7 @@ P1 = {
 }
 
 
-def ours(steps: int, overrides: dict[str, Any]) -> dict[str, Any]:
+def ours(steps: int, overrides: dict[str, Any], precision: str = "float32") -> dict[str, Any]:
     """Median seconds per train step of our P1 model (in this process)."""
     import jax
     from flax import nnx
@@ -47,7 +49,7 @@ def ours(steps: int, overrides: dict[str, Any]) -> dict[str, Any]:
     from suite.training.optim import optimizer, schedule
     from suite.training.steps import Steps
 
-    config = cfg_lib.build("synthetic", {**P1, **overrides})
+    config = cfg_lib.build("synthetic", {**P1, "model.precision": precision, **overrides})
     model = build_model(config, rngs=nnx.Rngs(0))
     graphdef, state = nnx.split((model, nnx.Optimizer(model, optimizer(config.train),
                                                       wrt=nnx.Param)))
@@ -74,8 +76,9 @@ def _time(run, state, steps: int, sync) -> list[float]:
     return times
 
 
-def theirs(steps: int) -> dict[str, Any]:
-    """Median seconds per train step of perceiver-pytorch at P1 (in this process)."""
+def theirs(steps: int, precision: str = "float32") -> dict[str, Any]:
+    """Median seconds per train step of perceiver-pytorch at P1 (in this process), in
+    float32 or under bfloat16 autocast."""
     import torch
     from perceiver_pytorch import Perceiver
     from torch.utils.flop_counter import FlopCounterMode
@@ -90,7 +93,8 @@ def theirs(steps: int) -> dict[str, Any]:
 
     def step(_):
         opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(x), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
         return None, loss
@@ -103,17 +107,20 @@ def theirs(steps: int) -> dict[str, Any]:
 
 
 def compare(rounds: int = 3, steps: int = 5, overrides: dict[str, Any] | None = None,
+            precision: str = "float32",
             log=lambda msg: print(msg, file=sys.stderr, flush=True)) -> list[dict[str, Any]]:
     """Alternate ours and theirs, each in a fresh process; one row per measurement."""
     rows = []
     for r in range(rounds):
         for side in ("ours", "theirs"):
-            payload = json.dumps({"side": side, "steps": steps, "overrides": overrides or {}})
+            payload = json.dumps({"side": side, "steps": steps, "overrides": overrides or {},
+                                  "precision": precision})
             done = subprocess.run([sys.executable, "-m", "suite.analysis.peer", payload],
                                   capture_output=True, text=True, env=os.environ.copy())
             if done.returncode != 0:
                 raise RuntimeError(f"{side}: {done.stderr.strip().splitlines()[-1:]}")
-            row = {"round": r, "side": side, **json.loads(done.stdout.strip().splitlines()[-1])}
+            row = {"round": r, "side": side, "precision": precision,
+                   **json.loads(done.stdout.strip().splitlines()[-1])}
             log(f"round {r} {side}: {row['step_seconds']:.3f} s/step")
             rows.append(row)
     return rows
@@ -131,13 +138,20 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, float]:
             "step_time_ratio": ours_s / theirs_s}
 
 
-def write(rows: list[dict[str, Any]], out: Path, command: str, machine: str) -> Path:
+def stem(precision: str) -> str:
+    """``peer`` for float32 (the reference), ``peer_bfloat16`` for bfloat16."""
+    return "peer" if precision == "float32" else f"peer_{precision}"
+
+
+def write(rows: list[dict[str, Any]], out: Path, command: str, machine: str,
+          precision: str = "float32") -> Path:
     import pandas as pd
 
     from suite.files import write_text_atomic
 
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "peer.csv", pd.DataFrame(rows).to_csv(index=False))
+    name = stem(precision)
+    write_text_atomic(out / f"{name}.csv", pd.DataFrame(rows).to_csv(index=False))
     s = summarise(rows)
     theirs_row = next(r for r in rows if r["side"] == "theirs")
     table = pd.DataFrame([
@@ -150,18 +164,23 @@ def write(rows: list[dict[str, Any]], out: Path, command: str, machine: str) -> 
          "GFLOP/step": f"{s['theirs_flops'] / 1e9:.0f} (flop_counter)",
          "GFLOP/s": f"{s['theirs_flops_per_s'] / 1e9:.1f}"},
     ])
-    md = ["# Train step against perceiver-pytorch (P1 structure)", "", table.to_markdown(
+    how = ("float32 on both sides" if precision == "float32" else
+           f"{precision}: ours `model.precision={precision}` (float32 parameters, optimizer "
+           f"and softmax), theirs `torch.autocast(\"cpu\", {precision})`")
+    md = [f"# Train step against perceiver-pytorch (P1 structure, {precision})", "",
+          f"Precision: {how}.", "", table.to_markdown(
         index=False), "", f"FLOP/s ratio (ours / theirs): {s['flops_per_s_ratio']:.2f}; "
         f"step-time ratio (ours / theirs): {s['step_time_ratio']:.2f}.", "",
         f"- command: `{command}`", f"- machine: {machine}",
         f"- {len(rows) // 2} rounds, alternating; each in a fresh process after 2 burn-in "
         "steps; medians of the timed steps.", ""]
-    write_text_atomic(out / "peer.md", "\n".join(md))
-    return out / "peer.md"
+    write_text_atomic(out / f"{name}.md", "\n".join(md))
+    return out / f"{name}.md"
 
 
 if __name__ == "__main__":  # one side's measurement: python -m suite.analysis.peer '<json>'
     args = json.loads(sys.argv[1])
-    result = ours(args["steps"], args["overrides"]) if args["side"] == "ours" \
-        else theirs(args["steps"])
+    precision = args.get("precision", "float32")
+    result = ours(args["steps"], args["overrides"], precision) if args["side"] == "ours" \
+        else theirs(args["steps"], precision)
     print(json.dumps(result))

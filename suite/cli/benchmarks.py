@@ -32,6 +32,10 @@ def _bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-folder", metavar="DIR",
                    help="time the streamed image loader on a class-folder tree, per worker count")
     p.add_argument("--rounds", type=int, default=3, help="--peer: alternating rounds")
+    p.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                   help="--peer: float32 on both sides (default), or bfloat16 (ours: "
+                        "model.precision=bfloat16; theirs: torch.autocast); writes "
+                        "OUT/peer.* or OUT/peer_bfloat16.*")
     p.add_argument("--out", default="results/bench", help="output folder (default: %(default)s)")
     p.set_defaults(func=run_bench)
 
@@ -64,8 +68,10 @@ def run_bench(args: argparse.Namespace) -> int:
             rows = targets.measure([t.strip() for t in args.targets.split(",")], log)
             print(targets_write(rows, Path(args.out), command, machine_description()))
         if args.peer:
-            rows = peer.compare(rounds=args.rounds, steps=args.steps if args.steps != 20 else 5)
-            print(peer.write(rows, Path(args.out), command, machine_description()).read_text())
+            rows = peer.compare(rounds=args.rounds, steps=args.steps if args.steps != 20 else 5,
+                                precision=args.precision)
+            print(peer.write(rows, Path(args.out), command, machine_description(),
+                             args.precision).read_text())
         return 0
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     rows = pipeline_vs_step(tasks, steps=args.steps)
