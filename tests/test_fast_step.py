@@ -12,7 +12,14 @@ from flax import nnx
 
 from suite import config as C
 from suite.models import build_model
-from suite.models.layers import MLP, chunked_attention, linear, mixed_dense
+from suite.models.layers import (
+    MLP,
+    SelfAttend,
+    chunked_attention,
+    linear,
+    mixed_attention,
+    mixed_dense,
+)
 from suite.models.perceiver import layer_schedule, segments
 from suite.training import devices
 
@@ -137,16 +144,36 @@ def test_float32_projections_are_flax_linear_exactly():
     np.testing.assert_array_equal(ours(x), stock(x))
 
 
-def test_every_matmul_of_a_bfloat16_mlp_step_takes_bfloat16_and_accumulates_in_float32():
-    mlp = MLP(16, 4, rngs=nnx.Rngs(0), dtype=jnp.bfloat16)
-    graphdef, state = nnx.split(mlp)
+def test_bfloat16_attention_matches_plain_attention_and_so_do_its_gradients():
+    q, k, v = normal(2, 5, 3, 8), normal(2, 11, 3, 8), normal(2, 11, 3, 8)
+
+    def loss(f):
+        return lambda q, k, v: jnp.sum(jnp.sin(f(q, k, v).astype(jnp.float32)))
+
+    ours = loss(lambda q, k, v: mixed_attention(q, k, v, jnp.dtype(jnp.bfloat16)))
+    plain = loss(jax.nn.dot_product_attention)
+    np.testing.assert_allclose(ours(q, k, v), plain(q, k, v), rtol=0.02)
+    for got, want in zip(jax.grad(ours, argnums=(0, 1, 2))(q, k, v),
+                         jax.grad(plain, argnums=(0, 1, 2))(q, k, v), strict=True):
+        assert got.dtype == jnp.float32
+        np.testing.assert_allclose(got, want, rtol=0.05, atol=0.03)  # bfloat16 operands
+
+
+@pytest.mark.parametrize("make,dots_per_step", [
+    (lambda: MLP(16, 4, rngs=nnx.Rngs(0), dtype=jnp.bfloat16), 5),  # 2 forward, 3 backward
+    # 6 projections and 2 attention matmuls forward; 12 and 4 backward
+    (lambda: SelfAttend(16, 2, 4, 0.0, rngs=nnx.Rngs(0), dtype=jnp.bfloat16), 24),
+])
+def test_every_matmul_of_a_bfloat16_train_step_takes_bfloat16_and_accumulates_in_float32(
+        make, dots_per_step):
+    graphdef, state = nnx.split(make())
 
     def loss(state, x):
         return jnp.sum(nnx.merge(graphdef, state)(x) ** 2)
 
     text = jax.jit(jax.grad(loss)).lower(state, normal(2, 8, 16)).as_text()
     dots = re.findall(r"stablehlo.dot_general .*?: \((.*?)\) -> (\S+)", text)
-    assert len(dots) == 5  # 2 forward; 2 weight gradients and the hidden gradient
+    assert len(dots) == dots_per_step
     for operands, result in dots:  # float32 accumulation: XLA:CPU runs these on BF16 units
         assert re.fullmatch(r"tensor<[\dx]+xbf16>, tensor<[\dx]+xbf16>", operands), operands
         assert result.endswith("xf32>"), result

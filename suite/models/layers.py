@@ -58,6 +58,61 @@ def _mixed_dense_bwd(dtype, x_dtype, res, dy):
 mixed_dense.defvjp(_mixed_dense_fwd, _mixed_dense_bwd)
 
 
+def _heads_first(t: jax.Array) -> jax.Array:
+    """``[B, T, H, c]`` -> ``[B*H, T, c]``."""
+    b, n, h, c = t.shape
+    return t.transpose(0, 2, 1, 3).reshape(b * h, n, c)
+
+
+def _heads_back(t: jax.Array, b: int) -> jax.Array:
+    """``[B*H, T, c]`` -> ``[B, T, H, c]``."""
+    x, n, c = t.shape
+    return t.reshape(b, x // b, n, c).transpose(0, 2, 1, 3)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def mixed_attention(q: jax.Array, k: jax.Array, v: jax.Array, dtype: Any) -> jax.Array:
+    """``softmax(q k^T / sqrt(c)) v`` per head, with matmuls in ``dtype`` (bfloat16)
+    accumulated in float32 and the softmax in float32; ``q [B, N, H, c]``,
+    ``k, v [B, M, H, c]`` -> ``[B, N, H, c]`` in ``q``'s dtype.
+
+    Heads are folded into one batch axis and the backward pass is written out, so that
+    every matmul keeps a form XLA:CPU runs on bf16 units (the transposed ones are
+    materialised first): ``jax.nn.dot_product_attention`` in bf16 is upcast to float32
+    there, and its autodiff backward pass with it.
+    """
+    return _mixed_attention_fwd(q, k, v, dtype)[0]
+
+
+def _mixed_attention_fwd(q, k, v, dtype):
+    b, c = q.shape[0], q.shape[-1]
+    qc = _heads_first(q * jnp.asarray(1.0 / math.sqrt(c), q.dtype)).astype(dtype)
+    kc, vc = _heads_first(k).astype(dtype), _heads_first(v).astype(dtype)
+    logits = jnp.einsum("xnc,xmc->xnm", qc, kc, preferred_element_type=jnp.float32)
+    p = jax.nn.softmax(logits, axis=-1).astype(dtype)
+    out = jnp.einsum("xnm,xmc->xnc", p, vc, preferred_element_type=jnp.float32)
+    return _heads_back(out, b).astype(q.dtype), (qc, kc, vc, p)
+
+
+def _mixed_attention_bwd(dtype, res, d_out):
+    qc, kc, vc, p = res
+    b, c = d_out.shape[0], qc.shape[-1]
+    do = _heads_first(d_out).astype(dtype)
+    dv = jnp.einsum("xmn,xnc->xmc", jnp.swapaxes(p, 1, 2), do,
+                    preferred_element_type=jnp.float32)
+    dp = jnp.einsum("xnc,xmc->xnm", do, vc, preferred_element_type=jnp.float32)
+    pf = p.astype(jnp.float32)
+    ds = (pf * (dp - jnp.sum(dp * pf, axis=-1, keepdims=True))).astype(dtype)
+    dq = jnp.einsum("xnm,xmc->xnc", ds, kc, preferred_element_type=jnp.float32)
+    dk = jnp.einsum("xmn,xnc->xmc", jnp.swapaxes(ds, 1, 2), qc,
+                    preferred_element_type=jnp.float32)
+    return tuple(_heads_back(t, b).astype(d_out.dtype)
+                 for t in (dq * (1.0 / math.sqrt(c)), dk, dv))
+
+
+mixed_attention.defvjp(_mixed_attention_fwd, _mixed_attention_bwd)
+
+
 class Linear(nnx.Linear):
     """``nnx.Linear`` (same parameters, same float32 path) whose low-precision path
     accumulates in float32, adds the bias in float32 and then casts to ``dtype``."""
@@ -163,7 +218,11 @@ class Attention(nnx.Module):
     def __call__(self, q_in: jax.Array, kv_in: jax.Array) -> jax.Array:
         q, k, v = self.heads(self.q(q_in)), self.heads(self.k(kv_in)), self.heads(self.v(kv_in))
         # softmax(q k^T / sqrt(c)) v, per head: 'bnhc,bmhc->bhnm' then 'bhnm,bmhc->bnhc'.
-        out = jax.nn.dot_product_attention(q, k, v)
+        dtype = self.q.dtype
+        if dtype is None or jnp.dtype(dtype) == jnp.float32:
+            out = jax.nn.dot_product_attention(q, k, v)
+        else:
+            out = mixed_attention(q, k, v, jnp.dtype(dtype))
         return self.out(out.reshape(*out.shape[:-2], -1))
 
 
