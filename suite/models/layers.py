@@ -6,7 +6,8 @@ normal) kernels, zero biases, LayerNorm epsilon 1e-5 (Haiku's default).
 Precision: ``dtype`` is the compute dtype of the matmuls (None: float32). Parameters
 stay float32 (cast at use), LayerNorm statistics are computed in float32, and the
 attention softmax runs in float32; the residual stream between blocks stays float32.
-Low-precision projections accumulate in float32 (see ``mixed_dense``).
+Low-precision projections and attention accumulate in float32 (``mixed_dense``,
+``mixed_attention``); the chunked cross-attention keeps its own float32 online softmax.
 """
 
 from __future__ import annotations
