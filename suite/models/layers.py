@@ -34,11 +34,12 @@ def mixed_dense(x: jax.Array, kernel: jax.Array, dtype: Any, x_dtype: Any) -> ja
     gradient).
 
     The backward pass casts the incoming gradient to ``dtype`` too and writes both
-    gradient matmuls as einsums over the original axes. Left to autodiff, the
-    gradient matmuls mix a float32 cotangent with bfloat16 operands, or contract a
-    transposed 2-D operand, and XLA:CPU then upcasts them to float32: the bfloat16
-    model ran slower than the float32 one. This way every matmul of the step runs
-    on bfloat16 units (AVX512-BF16 on CPU, tensor cores on GPU).
+    gradient matmuls as einsums over the original axes. XLA:CPU upcasts to float32 a
+    bfloat16 matmul with a bfloat16 result (``nnx.Linear``'s), one that mixes a float32
+    cotangent with bfloat16 operands (autodiff of this forward pass) and one that
+    contracts a transposed 2-D operand: the bfloat16 model ran slower than the float32
+    one. This way every matmul of the step runs on bfloat16 units (AVX512-BF16 on CPU,
+    tensor cores on GPU).
     """
     return _mixed_dense_fwd(x, kernel, dtype, x_dtype)[0]
 
@@ -114,15 +115,21 @@ def _mixed_attention_bwd(dtype, res, d_out):
 mixed_attention.defvjp(_mixed_attention_fwd, _mixed_attention_bwd)
 
 
+def low_precision(dtype: Any) -> Any:
+    """``dtype`` as a numpy dtype when it is below float32 (the mixed paths), else None."""
+    return None if dtype is None or jnp.dtype(dtype) == jnp.float32 else jnp.dtype(dtype)
+
+
 class Linear(nnx.Linear):
     """``nnx.Linear`` (same parameters, same float32 path) whose low-precision path
     accumulates in float32, adds the bias in float32 and then casts to ``dtype``."""
 
     def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
-        if self.dtype is None or jnp.dtype(self.dtype) == jnp.float32:
+        dtype = low_precision(self.dtype)
+        if dtype is None:
             return super().__call__(inputs, out_sharding)
-        y = mixed_dense(inputs, self.kernel[...], jnp.dtype(self.dtype), inputs.dtype)
-        return (y + self.bias[...]).astype(self.dtype)
+        y = mixed_dense(inputs, self.kernel[...], dtype, inputs.dtype)
+        return (y + self.bias[...]).astype(dtype)
 
 
 def linear(din: int, dout: int, *, rngs: nnx.Rngs, zero: bool = False,
@@ -219,11 +226,9 @@ class Attention(nnx.Module):
     def __call__(self, q_in: jax.Array, kv_in: jax.Array) -> jax.Array:
         q, k, v = self.heads(self.q(q_in)), self.heads(self.k(kv_in)), self.heads(self.v(kv_in))
         # softmax(q k^T / sqrt(c)) v, per head: 'bnhc,bmhc->bhnm' then 'bhnm,bmhc->bnhc'.
-        dtype = self.q.dtype
-        if dtype is None or jnp.dtype(dtype) == jnp.float32:
-            out = jax.nn.dot_product_attention(q, k, v)
-        else:
-            out = mixed_attention(q, k, v, jnp.dtype(dtype))
+        dtype = low_precision(self.q.dtype)
+        out = jax.nn.dot_product_attention(q, k, v) if dtype is None else \
+            mixed_attention(q, k, v, dtype)
         return self.out(out.reshape(*out.shape[:-2], -1))
 
 
