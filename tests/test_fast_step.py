@@ -217,3 +217,19 @@ def test_the_peer_comparison_is_written_per_precision_with_each_sides_own_flops(
         assert path.name == name and (tmp_path / name.replace(".md", ".csv")).exists()
         assert f"P1 structure, {precision}" in text
         assert "FLOP/s ratio (ours / theirs): 1.00; step-time ratio (ours / theirs): 0.67" in text
+        assert "Where the time goes" not in text  # rows without part timings: no parts table
+
+
+def test_the_peer_report_says_per_block_part_where_one_side_is_faster_per_flop(tmp_path):
+    from suite.analysis import peer
+
+    parts = {"ours": {"attention_seconds": 0.2, "attention_flops": 16e9,
+                      "mlp_seconds": 0.1, "mlp_flops": 20e9},
+             "theirs": {"attention_seconds": 0.1, "attention_flops": 16e9,
+                        "mlp_seconds": 0.2, "mlp_flops": 40e9}}
+    rows = [{"round": 0, "side": side, "precision": "float32", "step_seconds": 1.0,
+             "flops_analytic": 4e11, "flops": 6e11, "torch": "2", **parts[side]}
+            for side in ("ours", "theirs")]
+    text = re.sub(" +", " ", peer.write(rows, tmp_path, "bench --peer", "cpu").read_text())
+    assert "| attention | 200.0 | 16.00 | 80 | 100.0 | 16.00 | 160 | 0.50 |" in text
+    assert "| mlp | 100.0 | 20.00 | 200 | 200.0 | 40.00 | 200 | 1.00 |" in text

@@ -11,6 +11,11 @@ side's FLOP/s is its own FLOPs over its own time (ours analytic and XLA's, their
 compilation excluded: burn-in steps first), alternating ours and theirs over rounds, so
 that drift of a shared machine hits both sides alike.
 
+Each process also times the two parts of one latent self-attend block at P1's shapes
+(``[8, 256, 512]``, forward and backward, each side through its own modules): the
+attention (projections and the 8-head core) and the MLP. A whole-step FLOP/s ratio
+says *that* one side is faster per FLOP; the parts say *where*.
+
 Run through ``nox -s bench-peer``, which installs torch and perceiver-pytorch into its
 own environment; the suite itself never imports torch.
 """
@@ -60,7 +65,45 @@ def ours(steps: int, overrides: dict[str, Any], precision: str = "float32") -> d
                                                                            batch).compile()
     times = _time(lambda s: step(s, batch), state, steps, jax.block_until_ready)
     return {"step_seconds": float(np.median(times)),
-            "flops_analytic": train_flops(config, 8), "flops_xla": cost_of(step)["flops"]}
+            "flops_analytic": train_flops(config, 8), "flops_xla": cost_of(step)["flops"],
+            **_our_parts(precision)}
+
+
+PART_SHAPE = (8, 256, 512)  # P1's latents: batch 8, 256 x 512
+PART_STEPS = 10
+PARTS = ("attention", "mlp")
+
+
+def _our_parts(precision: str) -> dict[str, float]:
+    """Seconds and analytic FLOPs of one forward + backward of our self-attend block's
+    parts (backward = 2x forward: gradients for the weights and the input)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from suite.models.layers import COMPUTE_DTYPES, MLP, Attention
+
+    dtype, rngs = COMPUTE_DTYPES[precision], nnx.Rngs(0)
+    b, t, d = PART_SHAPE
+    forward = {"attention": 4 * 2 * b * t * d * d + 2 * 2 * b * t * t * d,  # q, k, v, out; core
+               "mlp": 2 * 2 * b * t * d * 4 * d}
+    x = jnp.asarray(np.random.default_rng(0).normal(size=PART_SHAPE), jnp.float32)
+    parts = {"attention": (Attention(512, 512, 512, 512, 8, rngs=rngs, dtype=dtype),
+                           lambda m, x: m(x, x)),
+             "mlp": (MLP(512, 4, rngs=rngs, dtype=dtype), lambda m, x: m(x))}
+    out = {}
+    for name, (module, apply) in parts.items():
+        graphdef, params = nnx.split(module)
+
+        def loss(params, x, graphdef=graphdef, apply=apply):
+            return jnp.sum(apply(nnx.merge(graphdef, params), x).astype(jnp.float32))
+
+        grad = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(params, x).compile()
+        times = _time(lambda s, grad=grad, params=params: (s, grad(params, x)), None,
+                      PART_STEPS, jax.block_until_ready)
+        out |= {f"{name}_seconds": float(np.median(times)),
+                f"{name}_flops": 3.0 * forward[name]}
+    return out
 
 
 def _time(run, state, steps: int, sync) -> list[float]:
@@ -103,7 +146,35 @@ def theirs(steps: int, precision: str = "float32") -> dict[str, Any]:
         step(None)
     times = _time(step, None, steps, lambda out: float(out))
     return {"step_seconds": float(np.median(times)), "flops": float(counter.get_total_flops()),
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            **_their_parts(precision)}
+
+
+def _their_parts(precision: str) -> dict[str, float]:
+    """The same parts through perceiver-pytorch's own ``Attention`` and ``FeedForward``."""
+    import torch
+    from perceiver_pytorch.perceiver_pytorch import Attention, FeedForward
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    x = torch.randn(*PART_SHAPE, requires_grad=True)
+    out = {}
+    for name, module in (("attention", Attention(512, heads=8, dim_head=64)),
+                         ("mlp", FeedForward(512, mult=4))):
+        def run(_, module=module):
+            module.zero_grad(set_to_none=True)
+            x.grad = None
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+                y = module(x)
+            y.float().sum().backward()
+            return None, None
+
+        with FlopCounterMode(display=False) as counter:
+            run(None)
+        times = _time(run, None, PART_STEPS, lambda _: None)
+        out |= {f"{name}_seconds": float(np.median(times)),
+                f"{name}_flops": float(counter.get_total_flops())}
+    return out
 
 
 def compare(rounds: int = 3, steps: int = 5, overrides: dict[str, Any] | None = None,
@@ -138,6 +209,30 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, float]:
             "step_time_ratio": ours_s / theirs_s}
 
 
+def parts_table(rows: list[dict[str, Any]]):
+    """One row per block part: each side's median seconds, GFLOP and GFLOP/s (None when
+    the rows predate the part timings)."""
+    import pandas as pd
+
+    if not all(f"{p}_seconds" in r for r in rows for p in PARTS):
+        return None
+    out = []
+    for part in PARTS:
+        row: dict[str, Any] = {"part (fwd + bwd, [8, 256, 512])": part}
+        per_s = {}
+        for side in ("ours", "theirs"):
+            mine = [r for r in rows if r["side"] == side]
+            sec = float(np.median([r[f"{part}_seconds"] for r in mine]))
+            flops = float(mine[0][f"{part}_flops"])
+            per_s[side] = flops / sec
+            row |= {f"{side} ms": f"{sec * 1e3:.1f}", f"{side} GFLOP": f"{flops / 1e9:.2f}",
+                    f"{side} GFLOP/s": f"{per_s[side] / 1e9:.0f}"}
+        row["GFLOP/s ratio"] = f"{per_s['ours'] / per_s['theirs']:.2f}"
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+
 def stem(precision: str) -> str:
     """``peer`` for float32 (the reference), ``peer_bfloat16`` for bfloat16."""
     return "peer" if precision == "float32" else f"peer_{precision}"
@@ -170,8 +265,16 @@ def write(rows: list[dict[str, Any]], out: Path, command: str, machine: str,
     md = [f"# Train step against perceiver-pytorch (P1 structure, {precision})", "",
           f"Precision: {how}.", "", table.to_markdown(
         index=False), "", f"FLOP/s ratio (ours / theirs): {s['flops_per_s_ratio']:.2f}; "
-        f"step-time ratio (ours / theirs): {s['step_time_ratio']:.2f}.", "",
-        f"- command: `{command}`", f"- machine: {machine}",
+        f"step-time ratio (ours / theirs): {s['step_time_ratio']:.2f}.", ""]
+    parts = parts_table(rows)
+    if parts is not None:
+        md += ["Where the time goes: the two parts of one latent self-attend block, each "
+               "side through its own modules (ours: `Attention`, `MLP`; theirs: "
+               "`Attention`, `FeedForward`, whose GEGLU doubles the first layer). FLOPs are "
+               "analytic for ours, `flop_counter`'s for theirs.", "",
+               parts.to_markdown(index=False, disable_numparse=True,
+                                 colalign=("left",) + ("right",) * 7), ""]
+    md += [f"- command: `{command}`", f"- machine: {machine}",
         f"- {len(rows) // 2} rounds, alternating; each in a fresh process after 2 burn-in "
         "steps; medians of the timed steps.", ""]
     write_text_atomic(out / f"{name}.md", "\n".join(md))
