@@ -20,8 +20,8 @@ def _bench(sub: argparse._SubParsersAction) -> None:
         "train step of the task's small preset, in examples/s, and write OUT/pipeline.csv "
         "and pipeline.md. --targets measures the fast-step targets (memory, compile time, "
         "the compilation cache, bfloat16) into OUT/targets.{csv,md}; --peer times our train "
-        "step against perceiver-pytorch (installed by `nox -s bench-peer`) into "
-        "OUT/peer.{csv,md}.")
+        "step against perceiver-pytorch (installed by `nox -s bench-peer`), and one latent "
+        "block's attention and MLP on each side, into OUT/peer.{csv,md}.")
     p.add_argument("--tasks", default="digits,fashion_mnist,mnist1d,shapes3d",
                    help="comma-separated tasks (default: %(default)s)")
     p.add_argument("--steps", type=int, default=20, help="timed train steps per task")
