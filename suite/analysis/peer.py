@@ -86,11 +86,12 @@ def _our_parts(precision: str) -> dict[str, float]:
     dtype, rngs = COMPUTE_DTYPES[precision], nnx.Rngs(0)
     b, t, d = PART_SHAPE
     forward = {"attention": 4 * 2 * b * t * d * d + 2 * 2 * b * t * t * d,  # q, k, v, out; core
-               "mlp": 2 * 2 * b * t * d * 4 * d}
+               "mlp": 2 * 2 * b * t * d * P1["model.widening_factor"] * d}
     x = jnp.asarray(np.random.default_rng(0).normal(size=PART_SHAPE), jnp.float32)
-    parts = {"attention": (Attention(512, 512, 512, 512, 8, rngs=rngs, dtype=dtype),
+    heads, widening = P1["model.self_heads"], P1["model.widening_factor"]
+    parts = {"attention": (Attention(d, d, d, d, heads, rngs=rngs, dtype=dtype),
                            lambda m, x: m(x, x)),
-             "mlp": (MLP(512, 4, rngs=rngs, dtype=dtype), lambda m, x: m(x))}
+             "mlp": (MLP(d, widening, rngs=rngs, dtype=dtype), lambda m, x: m(x))}
     out = {}
     for name, (module, apply) in parts.items():
         graphdef, params = nnx.split(module)
@@ -218,7 +219,7 @@ def parts_table(rows: list[dict[str, Any]]):
         return None
     out = []
     for part in PARTS:
-        row: dict[str, Any] = {"part (fwd + bwd, [8, 256, 512])": part}
+        row: dict[str, Any] = {f"part (fwd + bwd, {list(PART_SHAPE)})": part}
         per_s = {}
         for side in ("ours", "theirs"):
             mine = [r for r in rows if r["side"] == side]
@@ -230,7 +231,6 @@ def parts_table(rows: list[dict[str, Any]]):
         row["GFLOP/s ratio"] = f"{per_s['ours'] / per_s['theirs']:.2f}"
         out.append(row)
     return pd.DataFrame(out)
-
 
 
 def stem(precision: str) -> str:
