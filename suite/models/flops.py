@@ -14,6 +14,7 @@ import jax
 from flax import nnx
 
 from suite.config import Config
+from suite.models import xla_cost
 from suite.models.baselines import convnet_flops, transformer_flops
 from suite.models.encodings import fourier_width
 from suite.models.perceiver import layer_schedule
@@ -101,21 +102,18 @@ def compiled_forward(config: Config, batch: int = 1):
 
 
 def cost_of(compiled: Any) -> dict[str, float]:
-    """FLOPs and bytes from XLA's cost analysis, summed over devices (a sharded program
-    reports one dict per device).
+    """FLOPs and bytes of one execution from XLA's cost analysis: every loop body (the
+    scanned repeats, the chunked cross-attention) at its trip count, and every device a
+    partitioned program runs on (``suite.models.xla_cost``).
 
     On GPUs the analysis does not see into cuBLAS/cuDNN custom calls, so there it
     undercounts (about 3x for a Perceiver train step); :func:`train_flops` is the
     figure to trust.
     """
-    cost = compiled.cost_analysis()
-    parts = [c for c in cost if c] if isinstance(cost, list | tuple) else [cost or {}]
-    if not parts:
-        return {"flops": float("nan"), "bytes_accessed": float("nan")}
-    return {
-        "flops": float(sum(p.get("flops", float("nan")) for p in parts)),
-        "bytes_accessed": float(sum(p.get("bytes accessed", float("nan")) for p in parts)),
-    }
+    c = xla_cost.cost(compiled)
+    return {"flops": c.flops, "bytes_accessed": c.bytes_accessed,
+            "flops_loops_once": c.flops_loops_once, "loops": c.loops,
+            "loops_unknown_trips": c.unknown_trips, "partitions": c.partitions}
 
 
 def train_flops(config: Config, batch: int) -> float:
@@ -131,19 +129,22 @@ def xla_forward_flops(config: Config) -> dict[str, float]:
 
 
 def shared_kv_savings(config: Config) -> float:
-    """FLOPs XLA may skip: k/v of tied cross-attends on the same input are computed once.
+    """FLOPs a compiled program may skip: the k/v projections of tied cross-attends.
 
     With weight sharing, cross-attends 2..n apply the same k/v projections to the same
-    input array, so common-subexpression elimination leaves one copy.
+    input array: the scanned model computes them once before its loop, and XLA's
+    common-subexpression elimination leaves one copy in the unrolled one. A streamed
+    cross-attention (``model.cross_attention_chunk``) recomputes them chunk by chunk.
     """
     m, d = config.model, config.data
     if m.kind != "perceiver":
+        return 0.0
+    big_m = math.prod(d.index_dims)
+    if m.cross_attention_chunk and big_m > m.cross_attention_chunk:
         return 0.0
     schedule = layer_schedule(m)
     cross_ids = [i for kind, i in schedule if kind == "cross"]
     repeats = len(cross_ids) - len(set(cross_ids))
     c = input_channels(config)
     f = m.cross_qk_channels or c
-    big_m = math.prod(d.index_dims)
-    # k and v projections plus the kv LayerNorm-free matmul cost; LayerNorm ignored.
-    return 2.0 * repeats * 2 * big_m * c * f
+    return 2.0 * repeats * 2 * big_m * c * f  # k and v: 2 x (M x C x F) MACs, 2 FLOPs each

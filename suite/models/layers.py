@@ -223,8 +223,15 @@ class Attention(nnx.Module):
         """``[B, T, H*c]`` -> ``[B, T, H, c]``."""
         return x.reshape(*x.shape[:-1], self.num_heads, -1)
 
-    def __call__(self, q_in: jax.Array, kv_in: jax.Array) -> jax.Array:
-        q, k, v = self.heads(self.q(q_in)), self.heads(self.k(kv_in)), self.heads(self.v(kv_in))
+    def keys_values(self, kv_in: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``kv_in [B, M, Dkv]`` -> keys and values ``[B, M, H, c]``."""
+        return self.heads(self.k(kv_in)), self.heads(self.v(kv_in))
+
+    def __call__(self, q_in: jax.Array, kv_in: jax.Array | None,
+                 kv: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+        """``kv``: keys and values computed beforehand (then ``kv_in`` is unused)."""
+        q = self.heads(self.q(q_in))
+        k, v = kv if kv is not None else self.keys_values(kv_in)
         # softmax(q k^T / sqrt(c)) v, per head: 'bnhc,bmhc->bhnm' then 'bhnm,bmhc->bnhc'.
         dtype = low_precision(self.q.dtype)
         out = jax.nn.dot_product_attention(q, k, v) if dtype is None else \
@@ -270,8 +277,21 @@ class CrossAttend(nnx.Module):
         self.mlp = MLP(latent_dim, widening_factor, rngs=rngs, dtype=dtype)
         self.drop = Residual(dropout, rngs=rngs)
 
-    def __call__(self, z: jax.Array, x: jax.Array) -> jax.Array:
-        if self.chunk and x.shape[1] > self.chunk:
+    def streams(self, x: jax.Array) -> bool:
+        """Does this cross-attend read ``x`` a chunk at a time (``model.cross_attention_chunk``)?"""
+        return bool(self.chunk and x.shape[1] > self.chunk)
+
+    def keys_values(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Its keys and values of the inputs ``x [B, M, C]``, ``[B, M, H, c]`` each: a
+        weight-shared repeat on the same inputs can compute them once (``Perceiver``)."""
+        return self.attn.keys_values(self.ln_kv(x))
+
+    def __call__(self, z: jax.Array, x: jax.Array,
+                 kv: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+        """``kv``: this cross-attend's ``keys_values(x)``, computed beforehand."""
+        if kv is not None:
+            attended = self.attn(self.ln_q(z), None, kv=kv)
+        elif self.streams(x):
             attended = self._streamed(self.ln_q(z), x)
         else:
             attended = self.attn(self.ln_q(z), self.ln_kv(x))

@@ -164,12 +164,16 @@ class Perceiver(nnx.Module):
 
     def _scanned(self, unit: tuple[Step, ...], repeats: int, z: jax.Array,
                  x: jax.Array) -> jax.Array:
-        """``repeats`` calls of the same modules as one ``lax.scan``: compiled once."""
+        """``repeats`` calls of the same modules as one ``lax.scan``: compiled once. A
+        cross-attend's keys and values are the same in every repeat (same weights, same
+        inputs): they are computed once, before the scan, as the unrolled program's
+        common-subexpression elimination does."""
         graphdef, state = nnx.split(self._modules(unit))
+        kv = _hoisted(self._modules(unit)[0], x) if unit[0][0] == "cross" else None
 
         def body(z, _):
             for (kind, _i), module in zip(unit, nnx.merge(graphdef, state), strict=True):
-                z = module(z, x) if kind == "cross" else module(z)
+                z = module(z, x, kv) if kind == "cross" else module(z)
             return z, None
 
         z, _ = jax.lax.scan(jax.checkpoint(body) if self.remat else body, z, None,
@@ -186,10 +190,15 @@ class Perceiver(nnx.Module):
         _, shared = nnx.split(self.cross[unit[0][1]])
         stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), own, shared)
         tower_def, tower = nnx.split(self._modules(unit[1:]))
+        kv = _hoisted(self.cross[first], x)  # both cross-attends' keys and values, once
+        if kv is not None:
+            kv = jax.tree.map(lambda a, b: jnp.stack([a, b]),
+                              kv, _hoisted(self.cross[unit[0][1]], x))
 
         def body(z, i):
             picked = jax.tree.map(lambda w: w[jnp.minimum(i, 1)], stacked)
-            z = nnx.merge(graphdef, picked)(z, x)
+            kv_i = None if kv is None else jax.tree.map(lambda t: t[jnp.minimum(i, 1)], kv)
+            z = nnx.merge(graphdef, picked)(z, x, kv_i)
             for module in nnx.merge(tower_def, tower):
                 z = module(z)
             return z, None
@@ -197,6 +206,13 @@ class Perceiver(nnx.Module):
         z, _ = jax.lax.scan(jax.checkpoint(body) if self.remat else body, z,
                             jnp.arange(repeats + 1))
         return z
+
+
+def _hoisted(cross: CrossAttend, x: jax.Array) -> tuple[jax.Array, jax.Array] | None:
+    """A cross-attend's keys and values of ``x``, or None where it streams the inputs a
+    chunk at a time (``model.cross_attention_chunk``: holding them whole is what that
+    avoids, so each repeat recomputes them chunk by chunk)."""
+    return None if cross.streams(x) else cross.keys_values(x)
 
 
 def _first_block_folds(segs: list[tuple[tuple[Step, ...], int]]) -> bool:
