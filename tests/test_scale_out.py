@@ -61,6 +61,12 @@ def test_a_four_device_mesh_follows_the_single_device_loss_curve(one_device, tmp
     np.testing.assert_allclose(losses(tmp_path / "run"), losses(one_device), rtol=1e-4)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["devices"] == 4 and summary["per_device_batch"] == 8
+    single = json.loads((one_device / "summary.json").read_text())
+    # XLA's count is of all four devices' work, not one device's share of it ...
+    assert summary["flops_per_step_xla"] == pytest.approx(single["flops_per_step_xla"], rel=0.1)
+    # ... and forced CPU devices share the host's cores: its peak, not 4 x it.
+    assert summary["peak_flops_per_s"] == pytest.approx(single["peak_flops_per_s"], rel=0.5)
+    assert "shared by its 4 CPU devices" in summary["peak_flops_source"]
 
 
 @pytest.mark.slow

@@ -105,6 +105,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     loss: Loss = "softmax"  # sigmoid for multi-label tasks
     eval_every: int = 0  # 0: only at the end
+    eval_train_examples: int | None = None  # train_eval/: a fixed training subset evaluated
+    # as the eval split is (no augmentation, no dropout); None: the eval split's size, 0: off
     checkpoint_every: int = 200
     log_every: int = 50
     keep_checkpoints: int = 2

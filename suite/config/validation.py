@@ -158,7 +158,7 @@ def _validate_train(t: TrainConfig) -> None:
     for name in ("steps", "batch_size", "eval_batch_size", "learning_rate", "grad_clip",
                  "checkpoint_every", "log_every", "keep_checkpoints"):
         _positive(f"train.{name}", getattr(t, name))
-    for name in ("warmup_steps", "weight_decay", "eval_every"):
+    for name in ("warmup_steps", "weight_decay", "eval_every", "eval_train_examples"):
         _positive(f"train.{name}", getattr(t, name), allow_zero=True)
     _require(t.warmup_steps < t.steps,
              f"train.warmup_steps={t.warmup_steps} must be < train.steps={t.steps}")

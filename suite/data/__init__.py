@@ -1,5 +1,14 @@
 """Data: readers for real formats (``sources``) and grain pipelines (``pipeline``)."""
 
-from suite.data.pipeline import Dataset, eval_batches, load, model_kwargs, train_batches
+from suite.data.pipeline import (
+    Dataset,
+    eval_batches,
+    load,
+    model_kwargs,
+    train_batches,
+    train_eval_split,
+)
+from suite.data.sources import Split
 
-__all__ = ["Dataset", "eval_batches", "load", "model_kwargs", "train_batches"]
+__all__ = ["Dataset", "Split", "eval_batches", "load", "model_kwargs", "train_batches",
+           "train_eval_split"]

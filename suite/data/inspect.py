@@ -6,9 +6,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from suite.data.pipeline import Dataset, train_batches
+from suite.data.sources import class_counts
 
 
 def load_task(task: str, data_dir: str | None, overrides: dict[str, Any]) -> Dataset:
@@ -20,7 +19,8 @@ def load_task(task: str, data_dir: str | None, overrides: dict[str, Any]) -> Dat
     if data_dir:
         overrides["data.data_dir"] = data_dir
     preset = task if task in cfg_lib.PRESETS else cfg_lib.DEFAULT_PRESET
-    return load(cfg_lib.build(preset, overrides).data)
+    config = cfg_lib.build(preset, overrides)
+    return load(config.data, config.seed)  # limits drawn as the run of that seed draws them
 
 
 def summary(ds: Dataset, batch_size: int = 64, batches: int = 50) -> dict[str, Any]:
@@ -32,7 +32,7 @@ def summary(ds: Dataset, batch_size: int = 64, batches: int = 50) -> dict[str, A
     for _ in range(batches):
         next(it)
     seconds = time.perf_counter() - start
-    counts = np.bincount(ds.train.labels, minlength=cfg.num_classes)
+    counts = class_counts(ds.train, cfg.num_classes)
     return {
         "task": cfg.task,
         "train_examples": len(ds.train),
@@ -41,7 +41,10 @@ def summary(ds: Dataset, batch_size: int = 64, batches: int = 50) -> dict[str, A
         "input_dtype": str(ds.train.inputs.dtype),
         "batch": {k: list(v.shape) for k, v in first.items()},
         "num_classes": cfg.num_classes,
-        "train_class_counts": counts.tolist(),
+        "train_class_counts": counts,
+        "eval_class_counts": class_counts(ds.eval, cfg.num_classes),
+        "train_limit": cfg.train_limit,
+        "eval_limit": cfg.eval_limit,
         "throughput_examples_per_s": batches * first["label"].shape[0] / seconds,
         "workers": cfg.num_workers,
     }
@@ -53,12 +56,21 @@ def render(info: dict[str, Any]) -> str:
         f"train / eval    {info['train_examples']:,} / {info['eval_examples']:,} examples",
         f"input           {info['input_shape']} {info['input_dtype']}",
         "batch           " + ", ".join(f"{k} {v}" for k, v in info["batch"].items()),
-        f"classes         {info['num_classes']} (train counts: "
-        f"min {min(info['train_class_counts'])}, max {max(info['train_class_counts'])})",
+        f"classes         {info['num_classes']}",
+        *(f"{split + ' per class':<16}{_counts(info[f'{split}_class_counts'])}" + (
+            f" (a seeded, class-stratified data.{split}_limit={info[f'{split}_limit']})"
+            if info[f"{split}_limit"] else "") for split in ("train", "eval")),
         f"throughput      {info['throughput_examples_per_s']:,.0f} examples/s "
         f"({info['workers']} worker processes; data.num_workers)",
     ]
     return "\n".join(lines)
+
+
+def _counts(counts: list[int], shown: int = 20) -> str:
+    """``"0: 52, 1: 55, ..."`` for up to ``shown`` classes, else the range."""
+    if len(counts) <= shown:
+        return ", ".join(f"{i}: {n:,}" for i, n in enumerate(counts))
+    return f"min {min(counts):,}, max {max(counts):,} over {len(counts)} classes"
 
 
 def show(ds: Dataset, n: int, path: Path) -> Path:

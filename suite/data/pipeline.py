@@ -44,8 +44,12 @@ class Dataset:
         return TASKS[self.config.task].explicit_positions
 
 
-def load(cfg: DataConfig) -> Dataset:
-    """Read a task's files (or generate it), check shapes and labels, apply limits."""
+def load(cfg: DataConfig, seed: int = 0) -> Dataset:
+    """Read a task's files (or generate it), check shapes and labels, apply limits.
+
+    ``data.train_limit`` / ``data.eval_limit`` keep a class-stratified subset drawn with
+    ``seed`` (the run's): the same examples for every run of that seed.
+    """
     try:
         train, eval_ = READERS[cfg.task](cfg)
     except FileNotFoundError as e:
@@ -61,9 +65,9 @@ def load(cfg: DataConfig) -> Dataset:
             )
         sources.check_labels(split, cfg.num_classes, f"{cfg.task} {name} split")
     if cfg.train_limit:
-        train = train.take(slice(0, cfg.train_limit))
+        train = train.take(sources.stratified(train, cfg.train_limit, seed))
     if cfg.eval_limit:
-        eval_ = eval_.take(slice(0, cfg.eval_limit))
+        eval_ = eval_.take(sources.stratified(eval_, cfg.eval_limit, seed))
     if isinstance(train.inputs, ImageFiles):  # streamed: from a sample of centre crops
         mean, std = train.inputs.stats()
     else:
@@ -217,14 +221,24 @@ def train_batches(ds: Dataset, batch_size: int, seed: int, *, process: int = 0,
     return it
 
 
-def eval_batches(ds: Dataset, batch_size: int) -> grain.IterDataset:
-    """One pass over the eval split in order; the last batch may be short."""
+def eval_batches(ds: Dataset, batch_size: int, split: Split | None = None) -> grain.IterDataset:
+    """One pass over the eval split (or ``split``, e.g. a subset of the training split) in
+    order, preprocessed as for evaluation (no augmentation); the last batch may be short."""
     mds = (
-        grain.MapDataset.source(_Source(ds.eval))
+        grain.MapDataset.source(_Source(ds.eval if split is None else split))
         .map(_EvalTransform(Transform(ds, augment=False)))
         .batch(batch_size, drop_remainder=False)
     )
     return mds.to_iter_dataset(read_options(ds.config))
+
+
+def train_eval_split(ds: Dataset, n: int | None, seed: int) -> Split | None:
+    """The fixed, seeded subset of the training split evaluated as ``train_eval/``: ``n``
+    examples (None: as many as the eval split has; 0: none), class-stratified."""
+    n = len(ds.eval) if n is None else n
+    if n <= 0:
+        return None
+    return ds.train.take(sources.stratified(ds.train, n, seed))
 
 
 def model_kwargs(batch: dict[str, Any]) -> dict[str, Any]:

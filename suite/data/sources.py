@@ -80,6 +80,47 @@ def holdout(split: Split, fraction: float, seed: int = 0) -> tuple[Split, Split]
     return split.take(np.sort(order[n_eval:])), split.take(np.sort(order[:n_eval]))
 
 
+def class_of(labels: np.ndarray) -> np.ndarray:
+    """Each example's class for stratifying: its label, or a multi-hot row's first label
+    (-1 for a row without any)."""
+    if labels.ndim == 1:
+        return labels.astype(np.int64)
+    return np.where(labels.any(axis=1), labels.argmax(axis=1), -1).astype(np.int64)
+
+
+def stratified(split: Split, n: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded, class-stratified subset of ``n`` examples.
+
+    Each class keeps its share of the split (largest remainders, ties broken by the
+    seed), and every class keeps at least one example when ``n`` allows: the subset of
+    a class-sorted folder is never just its first classes.
+    """
+    total = len(split)
+    if n >= total:
+        return np.arange(total)
+    rng = np.random.default_rng(seed)
+    classes, members = np.unique(class_of(split.labels), return_inverse=True)
+    counts = np.bincount(members, minlength=len(classes))
+    exact = n * counts / total
+    quota = np.floor(exact).astype(int)
+    order = np.lexsort((rng.permutation(len(classes)), -(exact - quota)))
+    quota[order[: n - quota.sum()]] += 1
+    if n >= len(classes):  # no class left out: take from the largest quotas
+        for c in np.flatnonzero(quota == 0):
+            quota[int(np.argmax(quota))] -= 1
+            quota[c] = 1
+    picked = [rng.choice(np.flatnonzero(members == c), q, replace=False)
+              for c, q in enumerate(quota) if q]
+    return np.sort(np.concatenate(picked))
+
+
+def class_counts(split: Split, num_classes: int) -> list[int]:
+    """Examples per class (multi-hot: per label, so a clip counts once per label)."""
+    if split.labels.ndim == 2:
+        return split.labels.astype(bool).sum(axis=0).astype(int).tolist()
+    return np.bincount(split.labels.astype(np.int64), minlength=num_classes).tolist()
+
+
 def check_labels(split: Split, num_classes: int, where: str) -> None:
     if split.labels.ndim == 2:  # multi-hot: one column per class
         if split.labels.shape[1] != num_classes:

@@ -18,17 +18,20 @@ from typing import Any
 
 import jax
 
-# Published dense peaks, FLOP/s, by (device-kind substring, compute dtype). On NVIDIA
-# GPUs JAX's default float32 matmul runs on TF32 tensor cores, so float32 uses TF32.
+# Published dense peaks of one device, FLOP/s, by (device-kind substring, compute dtype).
+# On NVIDIA GPUs JAX's default float32 matmul runs on TF32 tensor cores, on TPUs as one
+# bfloat16 pass: their float32 peaks are those.
 PEAKS: dict[tuple[str, str], float] = {
     ("H200", "bfloat16"): 989e12, ("H200", "float32"): 494.7e12,
     ("H100", "bfloat16"): 989e12, ("H100", "float32"): 494.7e12,
     ("A100", "bfloat16"): 312e12, ("A100", "float32"): 156e12,
     ("L4", "bfloat16"): 121e12, ("L4", "float32"): 60e12,
-    ("TPU v4", "bfloat16"): 275e12, ("TPU v5 lite", "bfloat16"): 197e12,
-    ("TPU v5p", "bfloat16"): 459e12, ("TPU v6", "bfloat16"): 918e12,
+    ("TPU v4", "bfloat16"): 275e12, ("TPU v4", "float32"): 275e12,
+    ("TPU v5 lite", "bfloat16"): 197e12, ("TPU v5 lite", "float32"): 197e12,
+    ("TPU v5p", "bfloat16"): 459e12, ("TPU v5p", "float32"): 459e12,
+    ("TPU v6", "bfloat16"): 918e12, ("TPU v6", "float32"): 918e12,
 }
-
+PEAK_NOTES = {("gpu", "float32"): "TF32", ("tpu", "float32"): "one bfloat16 pass"}
 
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``), else the platform's processor string."""
@@ -93,13 +96,41 @@ def available_host_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def peak_flops(dtype: str = "float32", fresh: bool = False) -> tuple[float, str]:
-    """Peak FLOP/s of one local device for ``dtype`` compute, and where the figure comes from."""
-    device = jax.local_devices()[0]
+def peak_flops(dtype: str = "float32", fresh: bool = False,
+               devices: list[Any] | None = None) -> tuple[float, str]:
+    """Peak FLOP/s of the devices a run computes on (default: one local device) at its
+    compute precision ``dtype``, and where the figure comes from.
+
+    Accelerators: the published dense peak of one device times the device count. CPU
+    devices (``--xla_force_host_platform_device_count`` makes several) share the host's
+    cores, so there the peak is the host's measured one, once per process, whatever the
+    device count.
+    """
+    devices = list(devices) if devices else [jax.local_devices()[0]]
+    kind, platform = devices[0].device_kind, devices[0].platform
+    if platform == "cpu":
+        hosts = len({getattr(d, "process_index", 0) for d in devices})
+        per_host = measured_peak(dtype, fresh=fresh)
+        shared = f", shared by its {len(devices)} CPU devices" if len(devices) > hosts else ""
+        return per_host * hosts, (f"measured: {dtype} matmul on this host ({cpu_model()}, "
+                                  f"{cpu_count()} cores){shared}"
+                                  + (f", x {hosts} processes" if hosts > 1 else ""))
+    one = published_peak(kind, dtype)
+    if one is None:
+        one, what = measured_peak(dtype, fresh=fresh), f"measured: {dtype} matmul on {kind}"
+    else:
+        note = PEAK_NOTES.get((platform, dtype))
+        what = f"published dense {dtype}{f' ({note})' if note else ''} peak of {kind}"
+    n = len(devices)
+    return one * n, (what if n == 1 else f"{n} x {what} ({one / 1e12:.1f} TFLOP/s each)")
+
+
+def published_peak(device_kind: str, dtype: str) -> float | None:
+    """One device's published dense peak for ``dtype`` compute, or None if unknown."""
     for (kind, peak_dtype), flops in PEAKS.items():
-        if kind.lower() in device.device_kind.lower() and peak_dtype == dtype:
-            return flops, f"published dense {dtype} peak of {device.device_kind}"
-    return measured_peak(dtype, fresh=fresh), f"measured: {dtype} matmul on {device.device_kind}"
+        if kind.lower() in device_kind.lower() and peak_dtype == dtype:
+            return flops
+    return None
 
 
 def measured_peak(dtype: str = "float32", seconds: float = 0.5, fresh: bool = False) -> float:
@@ -120,7 +151,8 @@ def measured_peak(dtype: str = "float32", seconds: float = 0.5, fresh: bool = Fa
         return float(known[key])
     n = 1024 if jax.default_backend() == "cpu" else 8192
     x = jax.numpy.ones((n, n), dtype=dtype)
-    f = jax.jit(lambda a: a @ a)
+    # float32 accumulation: the form the mixed-precision model's matmuls take
+    f = jax.jit(lambda a: jax.lax.dot(a, a, preferred_element_type=jax.numpy.float32))
     f(x).block_until_ready()
     best, deadline = float("inf"), time.perf_counter() + seconds
     while time.perf_counter() < deadline:

@@ -100,14 +100,16 @@ class Steps:
                                  out_shardings=replicated)
 
 
-def evaluate(eval_step, state, ds: data_lib.Dataset, batch_size: int) -> dict[str, float]:
-    """Loss and accuracy over the whole eval split (short last batch padded, weighted 0).
+def evaluate(eval_step, state, ds: data_lib.Dataset, batch_size: int, *,
+             split: data_lib.Split | None = None, prefix: str = "eval") -> dict[str, float]:
+    """Loss and accuracy over the whole eval split, or over ``split`` (short last batch
+    padded, weighted 0), as ``{prefix}/loss`` etc.
 
     ``eval_step(state, batch, weight)``: ``Steps.eval_step`` or its compiled form.
     """
     totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
     scores, labels = [], []
-    for batch in data_lib.eval_batches(ds, batch_size):
+    for batch in data_lib.eval_batches(ds, batch_size, split):
         n = batch["label"].shape[0]
         weight = np.zeros(batch_size, np.float32)
         weight[:n] = 1.0
@@ -121,11 +123,11 @@ def evaluate(eval_step, state, ds: data_lib.Dataset, batch_size: int) -> dict[st
             totals[k] += float(out[k])
         if labels:
             scores.append(np.asarray(out["logits"])[:n])
-    result = {"eval/loss": totals["loss"] / totals["count"],
-              "eval/accuracy": totals["correct"] / totals["count"]}
+    result = {f"{prefix}/loss": totals["loss"] / totals["count"],
+              f"{prefix}/accuracy": totals["correct"] / totals["count"]}
     if labels:
-        result["eval/mAP"] = mean_average_precision(np.concatenate(labels),
-                                                    np.concatenate(scores))
+        result[f"{prefix}/mAP"] = mean_average_precision(np.concatenate(labels),
+                                                         np.concatenate(scores))
     return result
 
 

@@ -29,10 +29,11 @@ from suite import data as data_lib
 from suite import fmt
 from suite.config import Config, flatten
 from suite.errors import CheckpointError
-from suite.models.flops import analytic_flops, cost_of, train_flops
+from suite.models.flops import cost_of
 from suite.models.registry import build_model, count_params
 from suite.training import devices, hosts, lock, preflight, stop
 from suite.training.checkpoint import Checkpointer
+from suite.training.figures import run_figures
 from suite.training.optim import optimizer as make_optimizer
 from suite.training.run_folder import (
     CHECKPOINTS,
@@ -117,7 +118,8 @@ class Trainer:
         here leaves no trace; a run that cannot fit raises ``DoesNotFit`` before any step."""
         t, config = self.t, self.config
         devices.enable_compile_cache()
-        self.ds = data_lib.load(config.data)  # user mistakes surface here, before writing
+        self.ds = data_lib.load(config.data, config.seed)  # user mistakes surface here
+        self.train_eval = data_lib.train_eval_split(self.ds, t.eval_train_examples, config.seed)
         self.log(f"{self.name}: compiling the train step")
         graphdef, abstract = preflight.abstract_state(config)
         spec = preflight.batch_spec(config, t.batch_size)
@@ -213,8 +215,8 @@ class Trainer:
                     raise stop.Stopped(signum, self.step, saved=True)
                 self.window.resume()
         final_eval = self.metrics.last("eval/accuracy") or {}
-        final = {**self.last_train,
-                 **{k: v for k, v in final_eval.items() if k.startswith("eval/")}}
+        final = {**self.last_train, **{k: v for k, v in final_eval.items()
+                                       if k.startswith(("eval/", "train_eval/"))}}
         return self.finish("completed", final)
 
     def _log(self) -> None:
@@ -239,13 +241,23 @@ class Trainer:
                      f"{row['learning_rate']:.2e} {ex_s} ex/s eta {eta}")
 
     def _evaluate(self) -> None:
+        """The eval split, and the fixed training subset the same way (``train_eval/``):
+        what the model fits, not the augmented, dropped-out training batches."""
         place = self.place
-        ev = evaluate(lambda st, b, w: self.plan.eval(st, place.eval_batch(b), place.eval_batch(w)),
-                      self.state, self.ds, self.plan.eval_batch_size)
+
+        def step(st, b, w):
+            return self.plan.eval(st, place.eval_batch(b), place.eval_batch(w))
+
+        ev = evaluate(step, self.state, self.ds, self.plan.eval_batch_size)
+        if self.train_eval is not None:
+            ev.update(evaluate(step, self.state, self.ds, self.plan.eval_batch_size,
+                               split=self.train_eval, prefix="train_eval"))
         self.writer.write({"step": self.step, **ev})
         if not self.bar:
+            fit = (f", train_eval acc {ev['train_eval/accuracy']:.4f}"
+                   if "train_eval/accuracy" in ev else "")
             self.log(f"{self.name}: step {self.step} eval loss {ev['eval/loss']:.4f} "
-                     f"acc {ev['eval/accuracy']:.4f}")
+                     f"acc {ev['eval/accuracy']:.4f}{fit}")
 
     def _checkpoint(self) -> None:
         # Between steps, when the iterator has yielded exactly the batches used.
@@ -275,12 +287,7 @@ class Trainer:
 
     def finish(self, status: str, final: dict[str, float], reason: str | None = None,
                failure: str | None = None) -> dict[str, Any]:
-        t = self.t
         timed = [r["step_seconds"] for r in self.metrics.rows() if r.get("step_seconds")]
-        step_seconds = float(np.median(timed)) if timed else None
-        analytic = train_flops(self.config, t.batch_size)
-        achieved = analytic / step_seconds if step_seconds else None
-        peak, peak_source = devices.peak_flops("float32")
         summary = {
             "status": status,
             **({"reason": reason} if reason else {}),
@@ -288,33 +295,9 @@ class Trainer:
             "step": self.step,
             "metrics": final,
             "params": self.params,
-            "flops_per_step_analytic": analytic,  # 3 x forward x batch: the figure to trust
-            "flops_per_step_xla": self.step_flops,  # XLA's count (low on GPUs: custom calls)
-            "flops_per_example_analytic": analytic / t.batch_size,
-            "flops_per_example_xla": self.step_flops / t.batch_size,
-            "flops_forward_analytic": analytic_flops(self.config)["total"],
-            "achieved_flops_per_s": achieved,
-            "achieved_flops_per_s_xla": self.step_flops / step_seconds if step_seconds else None,
-            "peak_flops_per_s": peak,
-            "peak_flops_source": peak_source,
-            "mfu": achieved / peak if achieved else None,
-            "step_seconds": step_seconds,
-            "examples_per_s": t.batch_size / step_seconds if step_seconds else None,
-            "compile_seconds": self.compile_seconds,  # XLA's compile of the train step
-            "trace_seconds": self.plan.trace_seconds,  # tracing and lowering it
-            "memory_predicted_bytes": self.plan.train_memory.total,  # XLA, train step
-            "xla_temp_bytes": self.plan.train_memory.temporaries,
-            "eval_batch_size": self.plan.eval_batch_size,
-            "eval_memory_predicted_bytes": self.plan.eval_memory.total,
-            "memory_budget_bytes": self.plan.budget,
-            "device_peak_bytes": devices.peak_device_bytes(),  # None on CPU
-            "device_bytes_limit": devices.device_memory_bytes(),
-            "peak_rss_bytes": devices.host_peak_rss_bytes(),  # the host process
+            **run_figures(self.config, self.step_flops, float(np.median(timed)) if timed else None,
+                          self.plan, self.place),
             "wall_seconds": self.prior_wall + time.perf_counter() - self.wall_start,
-            "device": jax.devices()[0].device_kind,
-            "machine": devices.machine_description(),
-            **self.place.describe(),
-            "per_device_batch": t.batch_size // self.place.devices,
         }
         if self.place.primary:
             write_summary(self.workdir, summary)
