@@ -203,7 +203,7 @@ def test_the_targets_table_reads_in_units_and_keeps_targets_measured_earlier(tmp
 
 
 def test_the_peer_comparison_is_written_per_precision_with_each_sides_own_flops(tmp_path):
-    from suite.analysis import peer
+    from suite.benchmarks import peer
 
     def row(side, seconds, precision):
         flops = {"flops_analytic": 400e9} if side == "ours" else {"flops": 600e9, "torch": "2"}
@@ -221,7 +221,7 @@ def test_the_peer_comparison_is_written_per_precision_with_each_sides_own_flops(
 
 
 def test_the_peer_report_says_per_block_part_where_one_side_is_faster_per_flop(tmp_path):
-    from suite.analysis import peer
+    from suite.benchmarks import peer
 
     parts = {"ours": {"attention_seconds": 0.2, "attention_flops": 16e9,
                       "mlp_seconds": 0.1, "mlp_flops": 20e9},

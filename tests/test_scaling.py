@@ -7,8 +7,8 @@ import sys
 import pandas as pd
 import pytest
 
-from suite.analysis.scaling import analyse, crossover, fit_slope, scaling_config
-from suite.analysis.scaling_report import replot
+from suite.benchmarks.scaling import analyse, crossover, fit_slope, scaling_config
+from suite.benchmarks.scaling_report import replot
 
 TINY = {"model.num_latents": 8, "model.latent_dim": 16, "model.hidden_dim": 16,
         "model.num_layers": 1, "model.num_blocks": 1, "model.self_attends_per_block": 1,
@@ -64,7 +64,7 @@ def test_scaling_command_records_a_size_that_does_not_fit(tmp_path):
 
 
 def test_the_time_budget_bounds_the_timed_steps_and_setup_is_reported_apart():
-    from suite.analysis.scaling import _measure_in_subprocess
+    from suite.benchmarks.scaling import _measure_in_subprocess
 
     config = scaling_config("perceiver", 8, TINY)
     row = _measure_in_subprocess(config, batch=1, steps=2, budget_s=60)

@@ -41,7 +41,7 @@ def _bench(sub: argparse._SubParsersAction) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from suite.analysis.bench import dispatch_overhead, pipeline_vs_step, write
+    from suite.benchmarks.bench import dispatch_overhead, pipeline_vs_step, write
     from suite.training.devices import machine_description
 
     command = " ".join(["perceiver-suite bench", *sys.argv[2:]])
@@ -49,7 +49,7 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.image_folder:
         import pandas as pd
 
-        from suite.analysis.bench import image_loader
+        from suite.benchmarks.bench import image_loader
         from suite.files import write_text_atomic
 
         frame = pd.DataFrame(image_loader(args.image_folder))
@@ -62,7 +62,7 @@ def run_bench(args: argparse.Namespace) -> int:
         print(text)
         return 0
     if args.peer or args.targets:
-        from suite.analysis import peer, targets
+        from suite.benchmarks import peer, targets
 
         if args.targets:
             rows = targets.measure([t.strip() for t in args.targets.split(",")], log)
@@ -155,8 +155,8 @@ def _scaling(sub: argparse._SubParsersAction) -> None:
 def run_scaling(args: argparse.Namespace) -> int:
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # children need the GPU
     from suite import config as cfg_lib
-    from suite.analysis.scaling import int_list, sides_for, sweep
-    from suite.analysis.scaling_report import replot, write
+    from suite.benchmarks.scaling import int_list, sides_for, sweep
+    from suite.benchmarks.scaling_report import replot, write
     from suite.training.devices import machine_description
 
     out = Path(args.out)

@@ -187,7 +187,7 @@ def compare(rounds: int = 3, steps: int = 5, overrides: dict[str, Any] | None = 
         for side in ("ours", "theirs"):
             payload = json.dumps({"side": side, "steps": steps, "overrides": overrides or {},
                                   "precision": precision})
-            done = subprocess.run([sys.executable, "-m", "suite.analysis.peer", payload],
+            done = subprocess.run([sys.executable, "-m", "suite.benchmarks.peer", payload],
                                   capture_output=True, text=True, env=os.environ.copy())
             if done.returncode != 0:
                 raise RuntimeError(f"{side}: {done.stderr.strip().splitlines()[-1:]}")
@@ -281,7 +281,7 @@ def write(rows: list[dict[str, Any]], out: Path, command: str, machine: str,
     return out / f"{name}.md"
 
 
-if __name__ == "__main__":  # one side's measurement: python -m suite.analysis.peer '<json>'
+if __name__ == "__main__":  # one side's measurement: python -m suite.benchmarks.peer '<json>'
     args = json.loads(sys.argv[1])
     precision = args.get("precision", "float32")
     result = ours(args["steps"], args["overrides"], precision) if args["side"] == "ours" \

@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from suite.analysis.scaling import crossover, fit_slope  # noqa: E402
+from suite.benchmarks.scaling import crossover, fit_slope  # noqa: E402
 from suite.errors import SuiteError  # noqa: E402
 from suite.files import read_json, write_json_atomic, write_text_atomic  # noqa: E402
 

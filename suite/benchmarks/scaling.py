@@ -177,7 +177,7 @@ def _measure_in_subprocess(config: Config, batch: int, steps: int, budget_s: flo
     start (imports, model) and compilation are timed and reported apart, bounded by
     ``setup_s``."""
     payload = json.dumps({"config": cfg_lib.to_dict(config), "batch": batch, "steps": steps})
-    proc = subprocess.Popen([sys.executable, "-m", "suite.analysis.scaling", payload],
+    proc = subprocess.Popen([sys.executable, "-m", "suite.benchmarks.scaling", payload],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str | None] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout] + [lines.put(None)],
@@ -303,7 +303,7 @@ def crossover(frame, column: str, perceiver: str = "perceiver") -> float | None:
     return None
 
 
-if __name__ == "__main__":  # measurement worker: python -m suite.analysis.scaling '<json>'
+if __name__ == "__main__":  # measurement worker: python -m suite.benchmarks.scaling '<json>'
     args = json.loads(sys.argv[1])
     measure(cfg_lib.from_dict(args["config"]), args["batch"], args["steps"],
             emit=lambda line: print(line, flush=True))

@@ -122,10 +122,12 @@ def pipeline_vs_step(tasks: list[str], steps: int = 20, batches: int = 50) -> li
         pipe = pipeline_throughput(ds, bs, batches)
         step = step_throughput(config, ds, steps)
         flops = train_flops(config, 1) * step  # analytic train FLOP/s
-        peak, _ = peak_flops("float32")
+        precision = config.model.precision
+        peak, source = peak_flops(precision)
         rows.append({"task": task, "status": "ok", "batch_size": bs,
                      "train_GFLOP_per_s": round(flops / 1e9, 2),
-                     "mfu": round(flops / peak, 3),
+                     "mfu": round(flops / peak, 3), "precision": precision,
+                     "peak_GFLOP_per_s": round(peak / 1e9, 1), "peak_source": source,
                      "pipeline_examples_per_s": round(pipe, 1),
                      "train_step_examples_per_s": round(step, 1),
                      "headroom": round(pipe / step, 1)})
@@ -148,7 +150,7 @@ def write(rows: list[dict[str, Any]], out: Path, command: str,
     md += [f"- command: `{command}`", f"- machine: {machine_description()}", "",
           "headroom = pipeline throughput / train-step throughput (single process loader).",
           "train GFLOP/s: analytic train FLOPs (3 x forward) per second; mfu: that over "
-          f"the peak ({peak_flops('float32')[1]}).", ""]
+          "the peak of the preset's compute precision (peak_source names it).", ""]
     write_text_atomic(out / "pipeline.md", "\n".join(md))
     return out / "pipeline.md"
 
