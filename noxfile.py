@@ -10,6 +10,7 @@ whatever JAX finds (set ``JAX_PLATFORMS`` to choose). Tests run on the CPU unles
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 import nox
@@ -57,11 +58,13 @@ def ablate(session: nox.Session) -> None:
     if not session.posargs:
         session.error("usage: nox -s ablate -- SPEC [perceiver-suite run options]")
     _install(session)
-    spec = session.posargs[0]
+    spec, args = session.posargs[0], session.posargs[1:]
     session.run("perceiver-suite", "run", *session.posargs, env=JOB_ENV)
-    out = next((session.posargs[i + 1] for i, a in enumerate(session.posargs[:-1])
-                if a == "--out"), os.path.join("results", _spec_name(spec)))
-    session.run("perceiver-suite", "report", out, env=JOB_ENV)
+    out = next((args[i + 1] for i, a in enumerate(args[:-1]) if a == "--out"), None)
+    overrides = [a for a in args if re.match(r"^(seed|[A-Za-z_]\w*\.[A-Za-z_]\w*)=", a)]
+    # the spec and its overrides name the results folder the run wrote
+    session.run("perceiver-suite", "report", *([out] if out else [spec, *overrides]),
+                env=JOB_ENV)
 
 
 @nox.session(python=PYTHON)
@@ -88,6 +91,14 @@ def bench_step(session: nox.Session) -> None:
     session.run("perceiver-suite", "bench", "--targets", *session.posargs, env=JOB_ENV)
 
 
+@nox.session(python=PYTHON, name="bench-report")
+def bench_report(session: nox.Session) -> None:
+    """report on 1,000 generated run folders, timed: writes results/bench/report.*"""
+    _install(session)
+    session.run("perceiver-suite", "bench", "--report", *(session.posargs or ["1000"]),
+                env=JOB_ENV)
+
+
 @nox.session(python=PYTHON, name="bench-peer")
 def bench_peer(session: nox.Session) -> None:
     """Our train step against perceiver-pytorch (installed here, never in the suite)."""
@@ -111,13 +122,6 @@ def describe(session: nox.Session) -> None:
                 env=JOB_ENV)
 
 
-def _spec_name(spec: str) -> str:
-    import tomllib
-
-    with open(spec, "rb") as f:
-        return tomllib.load(f).get("name", os.path.splitext(os.path.basename(spec))[0])
-
-
 def _render_check(session: nox.Session, page: str) -> None:
     """Render the report page in headless Chromium (if installed) to a PNG beside it."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -130,6 +134,6 @@ def _render_check(session: nox.Session, page: str) -> None:
                 "--no-first-run", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync",
                 f"--user-data-dir={os.path.join(profile, 'chromium')}",
-                f"--screenshot={shot}", "--window-size=1200,2400",
+                f"--screenshot={shot}", "--window-size=1280,2400",
                 "file://" + os.path.abspath(page), external=True, silent=True)
     session.log("rendered %s -> %s", page, shot)

@@ -47,7 +47,8 @@ def test_a_grid_lists_runs_that_do_not_fit_apart_from_failures(tmp_path, monkeyp
     assert not outcome.failed and outcome.exit_code == 1
     write_report(tmp_path / "out", plots=False)
     md = (tmp_path / "out" / "report" / "table.md").read_text()
-    assert "## Runs that do not fit this machine" in md and "Runs that did not complete" not in md
+    assert "## Runs of this spec that do not fit this machine" in md
+    assert "did not complete" not in md
     monkeypatch.delenv(preflight.BUDGET_ENV)
     again = run_grid(runs, tmp_path / "out", progress=False)  # skipped, as failed runs are
     assert sorted(again.does_not_fit) == sorted(outcome.does_not_fit)

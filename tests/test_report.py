@@ -1,4 +1,7 @@
-"""Reports: seeds aggregate to mean ± std, failed runs stay visible, outputs are well formed."""
+"""Reports: a report is one experiment's (other run folders listed apart, missing runs
+listed), cells aggregate their seeds to mean ± std with 95% intervals, cells that seed
+noise cannot tell from the best are bold, every plotted line is one cell, outputs are
+well formed."""
 
 import json
 import shutil
@@ -9,9 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from suite.analysis import experiment, plots
 from suite.analysis.plots import in_spec_order, level_label
-from suite.analysis.report import aggregate, load_frame, write_report
-from suite.analysis.tables import report_spec
+from suite.analysis.report import write_report
+from suite.analysis.tables import aggregate, report_spec
+from suite.errors import SuiteError
 
 SPEC = '''name = "toy"
 description = "A hand-made results folder."
@@ -24,57 +29,109 @@ metric = "eval/accuracy"
 '''
 
 
-def make_run(out: Path, run_id: str, latents: int, seed: int, status="completed", acc=None):
+def make_run(out: Path, run_id: str, latents: int, seed: int, status="completed", acc=None,
+             steps=10, **config_extra):
     run = out / "runs" / run_id
     run.mkdir(parents=True)
     config = {"seed": seed, "model": {"kind": "perceiver", "num_latents": latents,
-                                      "max_resolution": None},
-              "data": {"task": "digits", "index_dims": [8, 8]}, "train": {"steps": 10}}
+                                      "max_resolution": None, **config_extra},
+              "data": {"task": "digits", "index_dims": [8, 8]}, "train": {"steps": steps}}
     (run / "config.json").write_text(json.dumps(config))
     summary = {"status": status, "metrics": {}, "params": 1000 * latents,
-               "flops_forward_analytic": 1e6 * latents, "wall_seconds": 5.0,
+               "flops_forward_analytic": 1e6 * latents, "flops_per_example_analytic": 3e6 * latents,
+               "wall_seconds": 5.0 * latents, "memory_predicted_bytes": 2**20 * latents,
                "machine": "test machine"}
     if status == "completed":
         summary["metrics"] = {"eval/accuracy": acc, "eval/loss": 1 - acc,
-                              "train/accuracy": min(1.0, acc + 0.05), "train/loss": 0.5}
+                              "train/accuracy": min(1.0, acc + 0.05), "train/loss": 0.5,
+                              "train_eval/accuracy": min(1.0, acc + 0.03)}
     else:
         summary["reason"] = "non-finite loss within steps 1..10"
     (run / "summary.json").write_text(json.dumps(summary))
     lines = [{"step": 5, "train/loss": 1.0, "train/accuracy": 0.5},
-             {"step": 10, "eval/loss": 0.9, "eval/accuracy": acc or 0.0}]
+             {"step": 10, "eval/loss": 0.9, "eval/accuracy": acc or 0.0,
+              "train_eval/loss": 0.8, "train_eval/accuracy": acc or 0.0}]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+
+
+def record(out: Path, runs: dict[str, dict], name="toy", spec=SPEC, configs=None):
+    """What ``perceiver-suite run`` records before training: the spec and its run set."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "spec.toml").write_text(spec)
+    (out / "grid.json").write_text(json.dumps({
+        "name": name, "spec": f"ablations/{name}.toml", "overrides": {},
+        "command": f"perceiver-suite run ablations/{name}.toml",
+        "runs": [{"id": i, "varied": v, "config": (configs or {}).get(i, {})}
+                 for i, v in runs.items()]}))
 
 
 @pytest.fixture
 def results(tmp_path):
     out = tmp_path / "toy"
-    for seed, acc in enumerate([0.80, 0.90, 0.85]):
+    runs = {}
+    for seed, acc in enumerate([0.80, 0.82, 0.81]):
         make_run(out, f"n8_s{seed}", 8, seed, acc=acc)
+        runs[f"n8_s{seed}"] = {"model.num_latents": 8, "seed": seed}
     make_run(out, "n16_s0", 16, 0, acc=0.95)
     make_run(out, "n16_s1", 16, 1, acc=0.97)
     make_run(out, "n16_s2", 16, 2, status="failed")
-    (out / "spec.toml").write_text(SPEC)
+    runs.update({f"n16_s{s}": {"model.num_latents": 16, "seed": s} for s in range(3)})
+    record(out, runs)
     return out
 
 
 def test_seeds_aggregate_to_mean_and_sample_std(results):
-    agg = aggregate(load_frame(results), ["model.num_latents"], ["eval/accuracy"])
+    exp = experiment.load(results)
+    agg = aggregate(exp.frame, ["model.num_latents"], ["eval/accuracy"])
     row8 = agg[agg["model.num_latents"] == 8].iloc[0]
-    assert row8["eval/accuracy mean"] == pytest.approx(0.85)
-    assert row8["eval/accuracy std"] == pytest.approx(0.05)  # ddof=1 over 0.80, 0.90, 0.85
+    assert row8["eval/accuracy mean"] == pytest.approx(0.81)
+    assert row8["eval/accuracy std"] == pytest.approx(0.01)  # ddof=1 over 0.80, 0.82, 0.81
     assert row8["completed"] == 3
     row16 = agg[agg["model.num_latents"] == 16].iloc[0]
     assert row16["completed"] == 2 and row16["failed"] == 1 and row16["runs"] == 3
 
 
-def test_tables_show_mean_pm_std_mark_the_best_and_list_failed_runs(results):
+def test_tables_show_mean_pm_std_intervals_and_tests_and_list_failed_runs(results):
     write_report(results, plots=False)
     md = (results / "report" / "table.md").read_text()
-    assert "85.0 ± 5.0" in md and "**96.0 ± 1.4**" in md
+    assert "81.0 ± 1.0" in md and "**96.0 ± 1.4**" in md and "**81.0" not in md
     assert "2/3" in md and "n16_s2" in md and "non-finite loss" in md
     assert "test machine" in md and "perceiver-suite run ablations/toy.toml" in md
+    assert "Welch t" in md  # n16 lost a seed: the cells share only seeds 0 and 1
     table = pd.read_csv(results / "report" / "table.csv")
     assert list(table["failed"]) == [0, 1]
+    assert list(table["tied_with_best"]) == [False, True]
+    low, high = table.loc[0, ["ci95_low", "ci95_high"]]
+    assert low < 0.81 < high and high - low == pytest.approx(2 * 4.303 * 0.01 / 3**0.5, rel=1e-3)
+    assert table.loc[0, "delta_vs_best"] == pytest.approx(0.81 - 0.96)
+
+
+def test_a_report_is_the_specs_runs_and_lists_other_run_folders_apart(results):
+    make_run(results, "n8_quick", 8, 0, acc=0.10, steps=3)  # run SPEC train.steps=3 --out
+    exp = experiment.load(results)
+    assert "n8_quick" not in set(exp.frame["run_id"])
+    assert list(exp.others["run_id"]) == ["n8_quick"]
+    assert "train.steps=3" in exp.others["differs"].iloc[0]
+    write_report(results, plots=False)
+    md = (results / "report" / "table.md").read_text()
+    assert "81.0 ± 1.0" in md and "3/3" in md  # the quick run is not a fourth seed
+    assert "## Run folders not in this spec (not averaged in)" in md and "n8_quick" in md
+
+
+def test_a_run_that_never_started_is_listed_as_missing(results):
+    shutil.rmtree(results / "runs" / "n8_s2")  # another shard's, or a stopped grid's
+    write_report(results, plots=False)
+    md = (results / "report" / "table.md").read_text()
+    assert "2/3" in md and "`n8_s2` (missing)" in md and "another shard" in md
+
+
+def test_two_configs_in_one_cell_are_an_error_not_a_mean(results):
+    config = json.loads((results / "runs" / "n8_s1" / "config.json").read_text())
+    config["model"]["latent_dim"] = 99
+    (results / "runs" / "n8_s1" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SuiteError, match=r"num_latents=8 holds runs of two configs "
+                                         r"\(model.latent_dim"):
+        write_report(results, plots=False)
 
 
 def test_markdown_table_is_well_formed(results):
@@ -95,6 +152,15 @@ def test_latex_table_is_balanced_and_escaped(results):
     assert len({ln.count("&") for ln in body}) == 1  # every row has every column
 
 
+def test_a_reference_cell_replaces_the_best_as_what_cells_are_tested_against(results):
+    write_report(results, plots=False, reference={"model.num_latents": "8"})
+    table = pd.read_csv(results / "report" / "table.csv")
+    assert list(table["test_vs_reference"]) == ["same cell", "Welch t"]
+    assert table.loc[1, "delta_vs_reference"] == pytest.approx(0.96 - 0.81)
+    with pytest.raises(SuiteError, match="matches 0 cells"):
+        write_report(results, plots=False, reference={"model.num_latents": "32"})
+
+
 class _Checker(HTMLParser):
     VOID = {"meta", "img", "br", "hr", "link", "input"}
 
@@ -113,14 +179,19 @@ class _Checker(HTMLParser):
         assert self.stack and self.stack.pop() == tag, f"unbalanced </{tag}>"
 
 
-def test_plots_are_written_and_index_html_is_valid_and_self_contained(results):
+def test_plots_and_their_data_are_written_and_index_html_is_valid_and_self_contained(results):
     written = write_report(results)
     for name in ("eval_accuracy_vs_num_latents.png", "eval_accuracy_vs_num_latents.svg",
-                 "curves.png", "eval_accuracy_vs_flops.png"):
+                 "curves.png", "eval_accuracy_pareto.png"):
         assert name in written and written[name].stat().st_size > 1000
+    data = pd.read_csv(results / "report" / "eval_accuracy_vs_num_latents.csv")
+    assert len(data) == 5 and set(data["seed"]) == {0, 1, 2}  # one row per cell and seed
     checker = _Checker()
-    checker.feed((results / "report" / "index.html").read_text())
+    html = (results / "report" / "index.html").read_text()
+    checker.feed(html)
     assert checker.stack == [] and checker.images >= 3
+    assert "white-space:nowrap" in html and 'class="tied"' in html
+    assert html.index("perceiver-suite run ablations/toy.toml") < html.index("<table>")
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium not installed")
@@ -131,15 +202,13 @@ def test_index_html_renders_in_headless_chromium(results, tmp_path):
         ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
          "--no-first-run", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-         f"--screenshot={shot}", "--window-size=1200,2000",
+         f"--screenshot={shot}", "--window-size=1280,2000",
          (results / "report" / "index.html").as_uri()],
         check=True, capture_output=True, timeout=120)
     assert shot.stat().st_size > 10_000
 
 
 def test_a_folder_without_runs_is_a_clear_error(tmp_path):
-    from suite.errors import SuiteError
-
     with pytest.raises(SuiteError, match="no run folders"):
         write_report(tmp_path)
 
@@ -147,10 +216,12 @@ def test_a_folder_without_runs_is_a_clear_error(tmp_path):
 def partial_grid(tmp_path, failing_sharing=None, completed=True):
     """latents x weight sharing x 2 seeds; every run of one sharing level (or all) failed."""
     out = tmp_path / "partial"
+    runs = {}
     for latents in (8, 16):
         for sharing in (True, False):
             for seed in (0, 1):
-                run = out / "runs" / f"n{latents}_{sharing}_s{seed}"
+                run_id = f"n{latents}_{sharing}_s{seed}"
+                run = out / "runs" / run_id
                 run.mkdir(parents=True)
                 config = {"seed": seed, "model": {"num_latents": latents,
                                                   "weight_sharing": sharing},
@@ -163,11 +234,12 @@ def partial_grid(tmp_path, failing_sharing=None, completed=True):
                     {"status": "failed", "failure": "diverged", "metrics": {},
                      "reason": "non-finite loss within steps 1..10"})
                 (run / "summary.json").write_text(json.dumps(summary))
-    (out / "spec.toml").write_text('name = "partial"\npreset = "digits"\nseeds = [0, 1]\n'
-                                   '[grid]\n"model.num_latents" = [8, 16]\n'
-                                   '"model.weight_sharing" = [true, false]\n'
-                                   '[report]\nx = "model.weight_sharing"\n'
-                                   'hue = "model.num_latents"\n')
+                runs[run_id] = {"model.num_latents": latents, "model.weight_sharing": sharing,
+                                "seed": seed}
+    record(out, runs, name="partial", spec='name = "partial"\npreset = "digits"\n'
+           'seeds = [0, 1]\n[grid]\n"model.num_latents" = [8, 16]\n'
+           '"model.weight_sharing" = [true, false]\n'
+           '[report]\nx = "model.weight_sharing"\nhue = "model.num_latents"\n')
     return out
 
 
@@ -180,13 +252,58 @@ def test_partial_grids_still_get_tables_pages_and_the_plots_that_make_sense(
     for name in ("table.md", "table.tex", "table.csv", "index.html"):
         assert name in written
     md = (out / "report" / "table.md").read_text()
-    assert "Runs that did not complete" in md and "non-finite loss" in md
-    plots = [n for n in written if n.endswith(".png")]
-    if completed:  # the metric against each knob, with the surviving level alone
-        assert "eval_accuracy_vs_weight_sharing.png" in plots
-        assert "eval_accuracy_vs_num_latents.png" in plots
+    assert "Runs of this spec that did not complete" in md and "non-finite loss" in md
+    plots_written = [n for n in written if n.endswith(".png")]
+    if completed:  # the metric against the knob that still varies, one level alone on the other
+        assert "eval_accuracy_vs_num_latents.png" in plots_written
     else:
-        assert not any(n.startswith("eval_accuracy_vs") for n in plots)
+        assert not any(n.startswith("eval_accuracy_vs") for n in plots_written)
+
+
+def hidden_knob_frame() -> tuple[pd.DataFrame, object]:
+    """bands (x) x resolution (hue) x sharing (on neither axis), 2 seeds each."""
+    rows = [{"run_id": f"b{b}_r{r}_s{s}_{sh}", "status": "completed", "seed": s,
+             "model.fourier_bands": b, "model.max_resolution": r, "model.weight_sharing": sh,
+             "eval/accuracy": 0.5 + b / 100 + (0.2 if sh else 0.0) + s / 1000}
+            for b in (1, 4) for r in (7, 28) for sh in (True, False) for s in (0, 1)]
+    frame = pd.DataFrame(rows)
+    exp = experiment.Experiment(frame, pd.DataFrame(), ["model.fourier_bands",
+                                "model.max_resolution", "model.weight_sharing"], None, "test")
+    return frame, exp
+
+
+def test_a_knob_on_neither_axis_becomes_facets_so_each_line_is_one_cell(tmp_path):
+    frame, exp = hidden_knob_frame()
+    spec = report_spec(tmp_path, exp)
+    spec.x, spec.hue = "model.fourier_bands", "model.max_resolution"
+    legend, legend_keys, facets = plots.layout(frame, spec, spec.x, spec.hue)
+    assert legend_keys == ["model.max_resolution"] and facets == ["model.weight_sharing"]
+    paths = plots.metric_vs_knob(frame, spec, spec.x, spec.hue, tmp_path)
+    data = pd.read_csv(tmp_path / "eval_accuracy_vs_fourier_bands.csv")
+    assert len(data) == 16  # 8 cells x 2 seeds: every point of the figure is one cell's seeds
+    per_point = data.groupby(["facet", "legend", "model.fourier_bands"]).size()
+    assert len(per_point) == 8 and set(per_point) == {2}
+    assert any(p.suffix == ".png" for p in paths)
+
+
+def test_zip_partners_of_the_legend_join_it_instead_of_being_averaged(tmp_path):
+    rows = [{"run_id": f"{k}_{p}_{perm}_{s}", "status": "completed", "seed": s,
+             "model.kind": k, "model.position_encoding": p, "data.permutation": perm,
+             "eval/accuracy": 0.7 + (0.05 if p == "fourier" else 0.0)}
+            for k, p in (("perceiver", "fourier"), ("perceiver", "learned"),
+                         ("convnet", "fourier")) for perm in ("none", "fixed") for s in (0, 1)]
+    frame = pd.DataFrame(rows)
+    exp = experiment.Experiment(frame, pd.DataFrame(), ["data.permutation", "model.kind",
+                                "model.position_encoding"], None, "test")
+    spec = report_spec(tmp_path, exp)
+    spec.x, spec.hue = "data.permutation", "model.kind"
+    spec.zip_keys = ["model.kind", "model.position_encoding"]
+    _, legend_keys, facets = plots.layout(frame, spec, spec.x, spec.hue)
+    assert legend_keys == ["model.kind", "model.position_encoding"] and facets == []
+    plots.metric_vs_knob(frame, spec, spec.x, spec.hue, tmp_path)
+    data = pd.read_csv(tmp_path / "eval_accuracy_vs_permutation.csv")
+    assert sorted(set(data["legend"])) == ["convnet, fourier", "perceiver, fourier",
+                                           "perceiver, learned"]
 
 
 def test_categorical_plots_follow_the_order_the_spec_lists(tmp_path):
@@ -195,9 +312,12 @@ def test_categorical_plots_follow_the_order_the_spec_lists(tmp_path):
         '[zip]\n"model.kind" = ["perceiver", "convnet"]\n')
     frame = pd.DataFrame({"data.permutation": ["fixed", "none"], "model.kind": ["convnet"] * 2,
                           "eval/accuracy": [0.5, 0.6], "status": "completed"})
-    spec = report_spec(tmp_path, frame)
+    exp = experiment.Experiment(frame, pd.DataFrame(), ["data.permutation", "model.kind"],
+                                None, "test")
+    spec = report_spec(tmp_path, exp)
     assert spec.levels == {"data.permutation": ["none", "fixed"],
                            "model.kind": ["perceiver", "convnet"]}
+    assert spec.zip_keys == ["model.kind"]
     assert in_spec_order(frame["data.permutation"], spec.levels["data.permutation"]) == [
         "none", "fixed"]
     assert in_spec_order(pd.Series(["b", "a"]), None) == ["a", "b"]  # no spec: sorted
@@ -211,14 +331,19 @@ def test_numeric_legends_read_as_the_spec_wrote_them_in_its_order():
     assert level_label(True) == "True" and level_label(0.5) == "0.5"
 
 
+def test_the_pareto_front_joins_the_cells_no_other_beats_on_both_axes():
+    cost = pd.Series([1.0, 2.0, 3.0, 4.0], index=list("abcd"))
+    metric = pd.Series([0.5, 0.4, 0.7, 0.7], index=list("abcd"))
+    assert plots.frontier(cost, metric, higher_is_better=True) == ["a", "c"]
+    assert plots.frontier(cost, metric, higher_is_better=False) == ["a", "b"]
+
+
 def test_a_figure_saved_twice_is_byte_identical(tmp_path):
     import matplotlib.pyplot as plt
-
-    from suite.analysis.plots import _save
 
     def draw(name):
         fig, ax = plt.subplots()
         ax.plot([1, 2, 3], [0.5, 0.7, 0.6])
-        return [p.read_bytes() for p in _save(fig, tmp_path / name)]
+        return [p.read_bytes() for p in plots.save(fig, tmp_path / name)]
 
     assert draw("a") == draw("b")  # no dates, no random ids: reports diff only on change

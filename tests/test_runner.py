@@ -242,3 +242,67 @@ preset = "synthetic"
     assert len(outcome.completed) == 1 and len(outcome.failed) == 1
     rows = {r["data.task"]: r for r in read_runs(tmp_path / "out")}
     assert rows["mnist"]["status"] == "failed" and "directory not found" in rows["mnist"]["reason"]
+
+
+# ------------------------------------------------- the experiment a results folder holds
+
+
+def test_overrides_make_another_experiment_with_a_folder_of_its_own(tmp_path):
+    from suite.sweeps import record
+
+    spec = spec_lib.load(fast_spec(tmp_path))
+    assert record.default_out(spec, {}) == Path("results/t")
+    assert record.default_out(spec, {"train.steps": "50"}) == Path("results/t+train.steps=50")
+    long = record.default_out(spec, {f"model.k{i}": "x" * 20 for i in range(5)})
+    assert len(long.name) < 100 and long.name.startswith("t+model.k0=")
+
+
+def test_the_folder_records_its_spec_and_every_shards_runs_before_anything_trains(tmp_path):
+    from suite.sweeps import record
+
+    path = fast_spec(tmp_path, grid='"model.num_latents" = [2, 4, 6]')
+    spec = spec_lib.load(path)
+    runs = spec_lib.expand(spec)
+    out = tmp_path / "out"
+    held = record.claim(out, spec, runs, {}, "perceiver-suite run t.toml")
+    assert set(held.runs) == {r.id for r in runs} and (out / "spec.toml").exists()
+    assert record.read(out).configs[runs[0].id]["model.num_latents"] == 2
+    quick = spec_lib.expand(spec, {"train.steps": "5"})
+    kept = record.claim(out, spec, quick, {"train.steps": "5"}, "...")  # --out to the spec's
+    assert kept.overrides == {} and set(kept.runs) == {r.id for r in runs}
+    edited = spec_lib.expand(spec, {})[:1]  # the spec as written again takes its folder back
+    assert set(record.claim(out, spec, edited, {}, "...").runs) == {edited[0].id}
+
+
+@pytest.mark.slow
+def test_a_sharded_grid_records_and_reports_the_runs_of_other_shards_as_missing(tmp_path):
+    from suite.analysis.report import write_report
+
+    path = fast_spec(tmp_path, grid='"model.num_latents" = [2, 4]')
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "suite", "run", str(path), "--out", str(out),
+                             "--shard", "0/2"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    write_report(out, plots=False)
+    md = (out / "report" / "table.md").read_text()
+    assert md.count("(missing)") == 1 and "another shard" in md
+
+
+@pytest.mark.slow
+def test_a_quick_look_with_overrides_lands_in_its_own_folder_or_apart_in_the_specs(tmp_path):
+    from suite.analysis import experiment
+
+    path = fast_spec(tmp_path, grid='"model.num_latents" = [2]')
+    quick = subprocess.run([sys.executable, "-m", "suite", "run", str(path), "train.steps=5"],
+                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert quick.returncode == 0, quick.stderr
+    assert "another experiment" in quick.stderr
+    assert (tmp_path / "results" / "t+train.steps=5" / "runs").is_dir()
+    out = tmp_path / "out"
+    for extra in ([], ["train.steps=5"]):
+        done = subprocess.run([sys.executable, "-m", "suite", "run", str(path), "--out", str(out),
+                               *extra], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+    exp = experiment.load(out)
+    assert len(exp.frame) == 1 and list(exp.frame["train.steps"]) == [30]
+    assert len(exp.others) == 1 and "train.steps=5 (spec: 30)" in exp.others["differs"].iloc[0]

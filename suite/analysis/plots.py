@@ -1,4 +1,10 @@
-"""seaborn figures for a results folder: metric vs knobs, learning curves, metric vs FLOPs."""
+"""seaborn figures of an experiment: the metric against each knob, learning curves, and
+the Pareto front of metric against cost. Every line or point is one config cell:
+knobs that vary but are on neither axis become facets, or join the legend when they
+vary together with its knob (a ``[zip]``); bars and bands are 95% t intervals of the
+mean over seeds. Each figure's data is written beside it (``<figure>.csv``, one row
+per cell and seed), so any figure can be checked and redrawn.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +17,17 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from suite.analysis.tables import ReportSpec  # noqa: E402
+from suite.analysis.stats import t_interval  # noqa: E402
+from suite.analysis.tables import ReportSpec, is_percent, label_of  # noqa: E402
+from suite.files import write_text_atomic  # noqa: E402
+
+MAX_CURVE_CELLS = 12  # more lines than that in one figure cannot be read
+BARS = "bars: 95% t interval of the mean over seeds"
 
 
 def is_geometric(values: pd.Series) -> bool:
@@ -25,7 +37,7 @@ def is_geometric(values: pd.Series) -> bool:
         bool(np.all(np.diff(np.sort(v)) > 0))
 
 
-def _held_fixed(spec: ReportSpec) -> str:
+def held_fixed(spec: ReportSpec) -> str:
     """'digits preset; model.num_blocks=4, train.steps=300': what every run shared."""
     if not spec.spec_text:
         return ""
@@ -39,59 +51,22 @@ def _held_fixed(spec: ReportSpec) -> str:
                    "train.keep_checkpoints")
     items = [i for i in items if not i.startswith(bookkeeping)]
     text = f"{raw.get('preset', '')} preset" + (f"; {', '.join(items)}" if items else "")
-    return "\n".join(textwrap.wrap(text, width=90))
+    return "\n".join(textwrap.wrap(text, width=100))
 
 
-def _save(fig: plt.Figure, path: Path) -> list[Path]:
+def save(fig: plt.Figure, path: Path, data: pd.DataFrame | None = None) -> list[Path]:
+    """PNG, SVG and (with ``data``) the figure's CSV. No dates and fixed ids: a
+    regenerated report changes only where its figures do."""
     fig.tight_layout()
     out = [path.with_suffix(".png"), path.with_suffix(".svg")]
-    # No dates and fixed ids: a regenerated report changes only where its figures do.
     with plt.rc_context({"svg.hashsalt": "perceiver-suite"}):
         fig.savefig(out[0], dpi=120, metadata={"Software": None})
         fig.savefig(out[1], metadata={"Date": None})
     plt.close(fig)
+    if data is not None:
+        write_text_atomic(path.with_suffix(".csv"), data.to_csv(index=False))
+        out.append(path.with_suffix(".csv"))
     return out
-
-
-def _label(spec: ReportSpec, frame: pd.DataFrame) -> pd.Series:
-    knobs = spec.knobs or ["model.kind"]
-    return frame[knobs].astype(str).apply(
-        lambda r: ", ".join(f"{k.split('.')[-1]}={v}" for k, v in r.items()), axis=1)
-
-
-def metric_vs_knob(frame: pd.DataFrame, spec: ReportSpec, x: str, hue: str | None,
-                   out_dir: Path) -> list[Path]:
-    done = frame[frame["status"] == "completed"].dropna(subset=[spec.metric]).copy() \
-        if spec.metric in frame else frame.iloc[0:0]
-    if done.empty or x not in done:
-        return []  # nothing completed: the tables list the failures
-    if hue and (hue not in done or done[hue].nunique() < 2):
-        hue = None  # one level left among completed runs (the others failed): no legend
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    numeric = pd.api.types.is_numeric_dtype(done[x]) and not pd.api.types.is_bool_dtype(done[x])
-    hue_order = None
-    if hue:
-        done[hue] = done[hue].map(level_label)
-        hue_order = in_spec_order(done[hue], spec.levels.get(hue))
-    if numeric:
-        sns.lineplot(data=done, x=x, y=spec.metric, hue=hue, hue_order=hue_order, marker="o",
-                     errorbar="sd", err_style="bars", ax=ax)
-        if is_geometric(done[x]):
-            ax.set_xscale("log", base=2)
-        values = sorted(done[x].dropna().unique())
-        if len(values) <= 10:  # tick exactly the values that were run
-            ax.set_xticks(values)
-            ax.set_xticklabels([level_label(v) for v in values])
-            ax.minorticks_off()
-    else:
-        done[x] = done[x].map(level_label)
-        sns.pointplot(data=done, x=x, y=spec.metric, hue=hue, errorbar="sd",
-                      order=in_spec_order(done[x], spec.levels.get(x)), hue_order=hue_order,
-                      dodge=0.2 if hue else False, capsize=0.1, ax=ax)
-    ax.set_title(f"{spec.metric} vs {x} (mean ± std over seeds)\n{_held_fixed(spec)}",
-                 fontsize=9)
-    ax.grid(alpha=0.3)
-    return _save(fig, out_dir / f"{spec.metric.replace('/', '_')}_vs_{x.split('.')[-1]}")
 
 
 def level_label(value: Any) -> str:
@@ -116,44 +91,219 @@ def in_spec_order(values: pd.Series, levels: list[Any] | None) -> list[str]:
     return known + sorted((v for v in present if v not in known), key=key)
 
 
+def plotted(data: pd.DataFrame, metric: str) -> str:
+    """The column a figure draws: the metric, in percent where it is a fraction."""
+    if not is_percent(metric):
+        return metric
+    data[label_of(metric)] = 100.0 * data[metric]
+    return label_of(metric)
+
+
+def completed(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    if metric not in frame:
+        return frame.iloc[0:0]
+    return frame[(frame["status"] == "completed") & frame[metric].notna()].copy()
+
+
+def short(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
+
+
+def layout(done: pd.DataFrame, spec: ReportSpec, x: str, hue: str | None
+           ) -> tuple[str | None, list[str], list[str]]:
+    """The legend's knobs and the facets: every knob off the axes that still varies
+    within an (x, legend) group joins the legend if it is a zip partner of the legend's
+    knob, else becomes a facet. Returns (legend column, legend knobs, facet knobs)."""
+    others = [k for k in spec.knobs if k not in (x, hue) and k in done]
+    shown = [x] + ([hue] if hue else [])
+    legend = [hue] if hue else []
+    facets: list[str] = []
+    for k in others:
+        if done.groupby(shown + legend + facets, dropna=False)[k].nunique(dropna=False).max() <= 1:
+            continue  # fixed by what is shown already: not averaged over
+        if hue and hue in spec.zip_keys and k in spec.zip_keys:
+            legend.append(k)
+        else:
+            facets.append(k)
+    return ("legend" if legend else None), legend, facets
+
+
+def labelled(done: pd.DataFrame, keys: list[str], spec: ReportSpec) -> tuple[pd.Series, list[str]]:
+    """One label per row joining ``keys`` ('perceiver, learned'), and their order."""
+    def text(row) -> str:
+        return ", ".join(level_label(row[k]) for k in keys) if len(keys) > 1 else \
+            level_label(row[keys[0]])
+
+    labels = done.apply(text, axis=1)
+    first = {}
+    for k in keys:  # spec order of the first knob, then the others'
+        first[k] = in_spec_order(done[k], spec.levels.get(k))
+    rank = done.apply(lambda r: tuple(first[k].index(level_label(r[k])) for k in keys), axis=1)
+    order = list(dict.fromkeys(labels[rank.sort_values(kind="stable").index]))
+    return labels, order
+
+
+def metric_vs_knob(frame: pd.DataFrame, spec: ReportSpec, x: str, hue: str | None,
+                   out_dir: Path) -> list[Path]:
+    done = completed(frame, spec.metric)
+    if done.empty or x not in done or done[x].nunique() < 2:
+        return []  # nothing completed (the tables list the failures), or nothing varies
+    if hue and (hue not in done or done[hue].nunique() < 2):
+        hue = None  # one level left among completed runs (the others failed): no legend
+    legend, legend_keys, facets = layout(done, spec, x, hue)
+    data = done[[*spec.knobs, "seed", "run_id", spec.metric]].copy()
+    y = plotted(data, spec.metric)
+    hue_order = None
+    if legend:
+        data["legend"], hue_order = labelled(data, legend_keys, spec)
+    col = row = None
+    if facets:
+        data["facet"], col_order = labelled(data, facets, spec)
+        col = "facet"
+    numeric = pd.api.types.is_numeric_dtype(done[x]) and not pd.api.types.is_bool_dtype(done[x])
+    grid = sns.FacetGrid(data, col=col, row=row, col_order=col_order if col else None,
+                         col_wrap=min(3, len(col_order)) if col and len(col_order) > 1 else None,
+                         height=3.8, aspect=1.4, sharey=True, despine=False)
+    if numeric:
+        grid.map_dataframe(sns.lineplot, x=x, y=y, hue=legend, hue_order=hue_order,
+                           marker="o", errorbar=t_interval, err_style="bars",
+                           palette="deep" if legend else None)
+        values = sorted(data[x].dropna().unique())
+        for ax in grid.axes.flat:
+            if is_geometric(data[x]):
+                ax.set_xscale("log", base=2)
+            if len(values) <= 10:  # tick exactly the values that were run
+                ax.set_xticks(values)
+                ax.set_xticklabels([level_label(v) for v in values])
+                ax.minorticks_off()
+    else:
+        data[x] = data[x].map(level_label)
+        grid.map_dataframe(sns.pointplot, x=x, y=y, hue=legend, hue_order=hue_order,
+                           order=in_spec_order(data[x], spec.levels.get(x)), errorbar=t_interval,
+                           dodge=0.25 if legend else False, capsize=0.1,
+                           palette="deep" if legend else None)
+    if legend:
+        grid.add_legend(title=", ".join(short(k) for k in legend_keys))
+    if col:
+        grid.set_titles(col_template=", ".join(short(k) for k in facets) + " = {col_name}")
+    bounded = is_percent(spec.metric) and spec.metric != "gap"
+    for ax in grid.axes.flat:
+        ax.set_ylabel(label_of(spec.metric))
+        ax.grid(alpha=0.3)
+        if bounded:  # an interval may pass 0 or 100; the axis stays on what can happen
+            low, high = ax.get_ylim()
+            ax.set_ylim(max(low, 0.0), min(high, 100.0))
+    width = max(60, int(grid.figure.get_figwidth() * 15))
+    title = f"{spec.metric} vs {short(x)}: mean over seeds ({seeds_text(data)}); {BARS}"
+    grid.figure.suptitle("\n".join([*textwrap.wrap(title, width),
+                                    *textwrap.wrap(held_fixed(spec), width)]), fontsize=9)
+    return save(grid.figure, out_dir / f"{spec.metric.replace('/', '_')}_vs_{short(x)}",
+                data)
+
+
+def seeds_text(data: pd.DataFrame) -> str:
+    keys = [c for c in data.columns if c not in ("seed", "run_id") and c in data]
+    sizes = data.groupby([c for c in keys if not c.startswith(("eval/", "train"))] or ["seed"],
+                         dropna=False).size()
+    lo, hi = int(sizes.min()), int(sizes.max())
+    return f"n = {lo} per point" if lo == hi else f"n = {lo} to {hi} per point"
+
+
+def cell_label(frame: pd.DataFrame, spec: ReportSpec) -> pd.Series:
+    """``"num_latents=8, position_encoding=learned"``: the knobs that vary among ``frame``."""
+    knobs = [k for k in spec.knobs if k in frame and frame[k].nunique(dropna=False) > 1] or \
+        [k for k in spec.knobs[:1] if k in frame] or ["model.kind"]
+    return frame[knobs].apply(
+        lambda r: ", ".join(f"{short(k)}={level_label(v)}" for k, v in r.items()), axis=1)
+
+
 def learning_curves(frame: pd.DataFrame, curves: pd.DataFrame, spec: ReportSpec,
                     out_dir: Path) -> list[Path]:
+    """Accuracy over steps per cell: the training batches' running window (augmented,
+    with dropout), the fixed training subset evaluated, and the eval split."""
     if curves.empty:
         return []
-    labels = dict(zip(frame["run_id"], _label(spec, frame), strict=True))
-    data = curves.assign(config=curves["run_id"].map(labels))
-    fig, ax = plt.subplots(figsize=(7.2, 4.4))
-    sns.lineplot(data=data, x="step", y="accuracy", hue="config", style="split",
-                 style_order=["train", "eval"], errorbar="sd", ax=ax)
-    ax.set_title("train (solid) and eval (dashed) accuracy over steps; a gap is overfitting\n"
-                 + _held_fixed(spec), fontsize=9)
+    labels = dict(zip(frame["run_id"], cell_label(frame, spec), strict=True))
+    data = curves.assign(config=curves["run_id"].map(labels), **{
+        "accuracy (%)": 100.0 * curves["accuracy"]})
+    order = list(dict.fromkeys(labels[r] for r in frame["run_id"] if r in set(curves["run_id"])))
+    if len(order) > MAX_CURVE_CELLS:
+        return []
+    splits = [s for s in ("train", "train_eval", "eval") if s in set(data["split"])]
+    fig, ax = plt.subplots(figsize=(7.6, 4.6))
+    sns.lineplot(data=data, x="step", y="accuracy (%)", hue="config", hue_order=order,
+                 style="split", style_order=splits, errorbar=t_interval,
+                 err_kws={"alpha": 0.08}, ax=ax)
+    means = data.groupby(["config", "split", "step"])["accuracy (%)"].mean()
+    ax.set_ylim(max(0.0, means.min() - 10), min(100.0, means.max() + 10))  # bands may pass it
+    ax.set_title("accuracy over steps, mean over seeds (bands: 95% t interval): training "
+                 "batches (window,\naugmented), the training subset evaluated, the eval split; "
+                 "the gap between the last two is overfitting\n" + held_fixed(spec), fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    return _save(fig, out_dir / "curves")
+    return save(fig, out_dir / "curves", data)
 
 
-def metric_vs_flops(frame: pd.DataFrame, spec: ReportSpec, out_dir: Path) -> list[Path]:
-    done = frame[frame["status"] == "completed"].copy()
-    if "flops_forward_analytic" not in done or spec.metric not in done:
+def pareto(frame: pd.DataFrame, spec: ReportSpec, out_dir: Path) -> list[Path]:
+    """The metric against train FLOPs per example and against wall-clock seconds per run,
+    one point per cell (mean over seeds), marker size = XLA's predicted memory; the
+    cells no other cell beats on both axes are joined."""
+    done = completed(frame, spec.metric)
+    costs = [c for c in ("flops_per_example_analytic", "wall_seconds") if c in done]
+    if done.empty or not costs:
         return []
-    done = done.dropna(subset=["flops_forward_analytic", spec.metric])
-    if done.empty:
-        return []
-    done["config"] = _label(spec, done)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    sns.scatterplot(data=done, x="flops_forward_analytic", y=spec.metric, hue="config", ax=ax)
-    if done["flops_forward_analytic"].nunique() > 1:
-        ax.set_xscale("log")
-    ax.set_xlabel("forward FLOPs per example (analytic)")
-    ax.set_title(f"{spec.metric} against compute\n{_held_fixed(spec)}", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return _save(fig, out_dir / f"{spec.metric.replace('/', '_')}_vs_flops")
+    done["cell"] = cell_label(done, spec)
+    memory = done["memory_predicted_bytes"] if "memory_predicted_bytes" in done else np.nan
+    done["memory_GiB"] = pd.to_numeric(memory, errors="coerce") / 2**30
+    y = plotted(done, spec.metric)
+    cells = done.groupby("cell", sort=False).agg(
+        metric=(y, "mean"), **{c: (c, "mean") for c in costs},
+        memory_GiB=("memory_GiB", "max"))
+    fig, axes = plt.subplots(1, len(costs), figsize=(6.2 * len(costs), 4.6), squeeze=False)
+    sizes = cells["memory_GiB"].fillna(0)
+    area = 30 + 270 * (sizes / sizes.max() if sizes.max() > 0 else sizes)
+    for ax, cost in zip(axes[0], costs, strict=True):
+        ax.scatter(cells[cost], cells["metric"], s=area, alpha=0.6,
+                   c=sns.color_palette("deep", len(cells)))
+        front = frontier(cells[cost], cells["metric"], spec.higher_is_better)
+        ax.plot(cells.loc[front, cost], cells.loc[front, "metric"], "k--", lw=1,
+                label="not beaten on both axes")
+        for name, r in cells.iterrows():
+            ax.annotate(name, (r[cost], r["metric"]), fontsize=6, xytext=(3, 3),
+                        textcoords="offset points")
+        if is_geometric(cells[cost]):
+            ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter(sep=""))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel({"flops_per_example_analytic": "train FLOPs per example (analytic)",
+                       "wall_seconds": "wall-clock seconds per run"}[cost])
+        ax.set_ylabel(label_of(spec.metric))
+        ax.margins(x=0.3, y=0.1)  # room for the labels
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"{spec.metric} against cost, one point per cell (mean over seeds); marker "
+                 "area: XLA's predicted train-step memory\n" + held_fixed(spec), fontsize=9)
+    data = done[[*[k for k in spec.knobs if k in done], "seed", "run_id", spec.metric, *costs,
+                 "memory_GiB"]]
+    return save(fig, out_dir / f"{spec.metric.replace('/', '_')}_pareto", data)
+
+
+def frontier(cost: pd.Series, metric: pd.Series, higher_is_better: bool) -> list[Any]:
+    """Index labels of the points no other point beats (cost <=, metric >=, one strictly),
+    by increasing cost."""
+    sign = 1.0 if higher_is_better else -1.0
+    best, front = -np.inf, []
+    for i in cost.sort_values(kind="stable").index:
+        value = sign * metric[i]
+        if value > best:
+            front.append(i)
+            best = value
+    return front
 
 
 def all_figures(frame: pd.DataFrame, curves: pd.DataFrame, spec: ReportSpec,
                 out_dir: Path) -> list[Path]:
-    """Every figure of a report; PNG and SVG each."""
+    """Every figure of a report; PNG, SVG and CSV each."""
     sns.set_theme(style="whitegrid", context="notebook")
     paths: list[Path] = []
     knobs = spec.knobs or []
@@ -162,5 +312,5 @@ def all_figures(frame: pd.DataFrame, curves: pd.DataFrame, spec: ReportSpec,
         hue = spec.hue if x == spec.x else (spec.x if spec.x != x else None)
         paths += metric_vs_knob(frame, spec, x, hue if hue != x else None, out_dir)
     paths += learning_curves(frame, curves, spec, out_dir)
-    paths += metric_vs_flops(frame, spec, out_dir)
+    paths += pareto(frame, spec, out_dir)
     return paths

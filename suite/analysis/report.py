@@ -1,13 +1,14 @@
 """A results folder -> ``report/``: table.md, table.tex, table.csv, runs.csv, seaborn plots
-and one self-contained index.html (a jinja2 template, figures inlined).
+(each with its CSV) and one self-contained index.html (a jinja2 template, figures inlined).
 
+A report is about one experiment (``suite.analysis.experiment``): the spec's runs,
+missing ones listed; other run folders found there are listed apart, never averaged in.
 Imports nothing from the trainer: everything comes from the run folders.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import shlex
 import sys
 from pathlib import Path
@@ -16,40 +17,47 @@ from typing import Any
 import jinja2
 import pandas as pd
 
+from suite.analysis import experiment as experiment_lib
 from suite.analysis.tables import (
     BASE_METRICS,
     ReportSpec,
     aggregate,
-    load_frame,
+    label_of,
     paper_table,
     pivot_table,
     report_spec,
+    significance,
     to_latex,
     to_markdown,
+    with_gap,
 )
-from suite.files import read_json, read_jsonl, write_text_atomic
+from suite.files import read_jsonl, write_text_atomic
 
 TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("suite.analysis", "templates"),
     autoescape=jinja2.select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True,
     undefined=jinja2.StrictUndefined)
+REASONS = {"partial": "interrupted; rerun the spec to resume it",
+           "pending": "not started",
+           "missing": "no run folder: not started (another shard, or the grid was stopped)"}
 
 
-def provenance(frame: pd.DataFrame, out: Path, spec: ReportSpec) -> dict[str, str]:
-    """How the numbers were made: the commands, the machine, where the curves live."""
+def provenance(exp: experiment_lib.Experiment, out: Path) -> dict[str, Any]:
+    """How the numbers were made: the commands, the machines, the code, where curves live."""
+    frame = exp.frame
     machines = sorted({m for m in frame.get("machine", pd.Series(dtype=str)).dropna()})
-    spec_arg = f"ablations/{spec.name}.toml" if spec.name else "SPEC"
+    code = sorted({c for c in frame.get("code", pd.Series(dtype=str)).dropna()})
     has_events = any((Path(out) / "runs").glob("*/events.out.tfevents.*"))
-    run = f"perceiver-suite run {spec_arg} --out {out}"
-    grid = Path(out) / "grid.json"  # what the runner recorded, where it recorded it
-    if grid.exists():
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            run = read_json(grid)["command"]
+    rec = exp.record
+    spec_arg = rec.spec_path if rec and rec.spec_path else "SPEC"
+    run = rec.command if rec and rec.command else f"perceiver-suite run {spec_arg} --out {out}"
     return {
         "run": run,
         "report": "perceiver-suite report " + " ".join(shlex.quote(a) for a in sys.argv[2:])
         if len(sys.argv) > 2 and sys.argv[1] == "report" else f"perceiver-suite report {out}",
         "machine": "; ".join(machines) if machines else "unknown",
+        "code": code or ["unrecorded (runs made before versions were recorded)"],
+        "runs_from": exp.source,
         "tensorboard": f"tensorboard --logdir {Path(out) / 'runs'}" if has_events else "",
     }
 
@@ -57,9 +65,9 @@ def provenance(frame: pd.DataFrame, out: Path, spec: ReportSpec) -> dict[str, st
 def curves(out: Path, frame: pd.DataFrame) -> pd.DataFrame:
     """Long frame of metrics.jsonl rows: run_id, step, split, accuracy, loss."""
     parts = []
-    for run_id in frame["run_id"]:
+    for run_id in frame.loc[frame["status"] != "missing", "run_id"]:
         for row in read_jsonl(Path(out) / "runs" / run_id / "metrics.jsonl"):
-            for split in ("train", "eval"):
+            for split in ("train", "train_eval", "eval"):
                 if f"{split}/accuracy" in row:
                     parts.append({"run_id": run_id, "step": row["step"], "split": split,
                                   "accuracy": row[f"{split}/accuracy"],
@@ -67,88 +75,143 @@ def curves(out: Path, frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(parts, columns=["run_id", "step", "split", "accuracy", "loss"])
 
 
+def notes(spec: ReportSpec, agg: pd.DataFrame) -> list[str]:
+    """What the table's numbers are, in words."""
+    v = spec.versus
+    target = "the best cell" if v == "best" else "the reference cell " + ", ".join(
+        f"{k}={val}" for k, val in (spec.reference or {}).items())
+    tests = sorted(set(agg.get(f"test_vs_{v}", pd.Series(dtype=str))) - {"same cell"})
+    return [
+        f"{label_of(spec.metric)}: mean ± std over the completed seeds of each cell "
+        "(n = completed/total runs); 95% CI: the t interval of that mean.",
+        f"p vs {v}: two-sided test of each cell against {target}: "
+        + (", ".join(tests) or "none possible") + " (paired over the seeds both ran, Welch's "
+        "otherwise; not corrected for comparing many cells); 'n < 2': too few seeds to test.",
+        "**Bold**: the best cell and every cell tied with it (p >= 0.05): these cannot be "
+        "told apart from seed noise.",
+        "train, evaluated: a fixed training subset evaluated as the eval split is (no "
+        "augmentation, no dropout); gap: that minus the eval accuracy.",
+    ]
+
+
 def write_report(out: Path, *, metric: str | None = None, rows: list[str] | None = None,
-                 cols: list[str] | None = None, plots: bool = True) -> dict[str, Path]:
+                 cols: list[str] | None = None, plots: bool = True,
+                 reference: dict[str, str] | None = None) -> dict[str, Path]:
     """Tables, plots and index.html into ``out/report/``. Returns the written paths."""
     out = Path(out)
-    frame = load_frame(out)
-    spec = report_spec(out, frame, metric=metric, rows=rows, cols=cols)
+    exp = experiment_lib.load(out)
+    frame = with_gap(exp.frame)
+    spec = report_spec(out, exp, metric=metric, rows=rows, cols=cols, reference=reference)
     metrics = [m for m in (*BASE_METRICS, "gap") if m in frame] + \
-        ([spec.metric] if spec.metric not in BASE_METRICS else [])
-    agg = aggregate(frame, spec.knobs, metrics)
-    shown, best = paper_table(agg, spec)
+        ([spec.metric] if spec.metric not in (*BASE_METRICS, "gap") else [])
+    agg = significance(aggregate(frame, spec.knobs, metrics), frame, spec)
+    shown, tied = paper_table(agg, spec)
+    bold = [label_of(spec.metric)]
     pivot = pivot_table(agg, spec)
-    prov = provenance(frame, out, spec)
+    prov = provenance(exp, out)
     not_completed = frame[~frame["status"].isin(["completed", "does_not_fit"])]
     too_big = frame[frame["status"] == "does_not_fit"]
     report_dir = out / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
-    written = {
-        "table.md": markdown(spec, shown, best, pivot, not_completed, too_big, prov),
-        "table.tex": to_latex(shown, best, f"{spec.description or spec.name}: {spec.metric}, "
-                              "mean ± std over seeds (n = completed/total runs). Machine: "
-                              f"{prov['machine']}."),
-        "table.csv": agg.assign(**{f"best {label}": agg.index == i
-                                   for label, i in best.items()}).to_csv(index=False),
-        "runs.csv": frame.to_csv(index=False),
-    }
-    for name, text in written.items():
-        write_text_atomic(report_dir / name, text)
-    paths = {name: report_dir / name for name in written}
     figures: list[Path] = []
+    said = notes(spec, agg)
     if plots:
         from suite.analysis import plots as plots_lib
 
         figures = plots_lib.all_figures(frame, curves(out, frame), spec, report_dir)
-    write_text_atomic(report_dir / "index.html",
-                      render_html(spec, shown, best, pivot, figures, prov, not_completed,
-                                  too_big))
-    paths["index.html"] = report_dir / "index.html"
+        if len(agg) > plots_lib.MAX_CURVE_CELLS:
+            said.append(f"No learning-curve figure: {len(agg)} cells are more lines than one "
+                        f"figure can show ({plots_lib.MAX_CURVE_CELLS}); every run's curves "
+                        "are in its metrics.jsonl and TensorBoard.")
+    caption = (f"{spec.description or spec.name}: {spec.metric}, mean ± std over seeds (n = "
+               "completed/total runs); bold: tied with the best cell (p >= 0.05). Machine: "
+               f"{prov['machine']}.")
+    written = {
+        "table.md": markdown(spec, shown, tied, bold, pivot, not_completed, too_big, exp, prov,
+                             said),
+        "table.tex": to_latex(shown, tied, bold, caption),
+        "table.csv": agg.to_csv(index=False),
+        "runs.csv": frame.to_csv(index=False),
+        "index.html": render_html(spec, shown, tied, bold, pivot, figures, prov, not_completed,
+                                  too_big, exp, said),
+    }
+    for name, text in written.items():
+        write_text_atomic(report_dir / name, text)
+    paths = {name: report_dir / name for name in written}
     paths.update({f.name: f for f in figures})
+    for stale in report_dir.iterdir():  # figures an earlier report drew and this one did not
+        if stale.suffix in (".png", ".svg", ".csv") and stale.name not in paths and \
+                stale.name != "index_rendered.png":
+            stale.unlink()
     return paths
 
 
-def markdown(spec: ReportSpec, shown: pd.DataFrame, best: dict[str, int],
-             pivot: pd.DataFrame | None, not_completed: pd.DataFrame, too_big: pd.DataFrame,
-             prov: dict[str, str]) -> str:
-    md = [f"# {spec.name}", "", spec.description, "", to_markdown(shown, best), ""]
+def markdown(spec: ReportSpec, shown: pd.DataFrame, tied: list[bool], bold: list[str],
+             pivot: tuple[pd.DataFrame, list[list[bool]]] | None, not_completed: pd.DataFrame,
+             too_big: pd.DataFrame, exp: experiment_lib.Experiment, prov: dict[str, Any],
+             notes: list[str]) -> str:
+    md = [f"# {spec.name}", "", spec.description, "", to_markdown(shown, tied, bold), ""]
+    md += [f"- {n}" for n in notes] + [""]
     if pivot is not None:
-        md += [f"## {spec.metric} (%): {', '.join(spec.rows)} × {', '.join(spec.cols)}", "",
-               pivot.to_markdown(index=False), ""]
+        table, marks = pivot
+        md += [f"## {label_of(spec.metric)}: {', '.join(spec.rows)} × {', '.join(spec.cols)}",
+               "", _bold_cells(table, marks).to_markdown(index=False), ""]
     if len(not_completed):
-        md += ["## Runs that did not complete", ""] + [
+        md += ["## Runs of this spec that did not complete", ""] + [
             f"- `{r.run_id}` ({r.status}): {_reason(r)}" for r in not_completed.itertuples()] + [""]
     if len(too_big):
-        md += ["## Runs that do not fit this machine", ""] + [
+        md += ["## Runs of this spec that do not fit this machine", ""] + [
             f"- `{r.run_id}`: {_reason(r)}" for r in too_big.itertuples()] + [""]
+    if len(exp.others):
+        md += ["## Run folders not in this spec (not averaged in)", ""] + [
+            f"- `{r.run_id}` ({r.status}): {r.differs}" for r in exp.others.itertuples()] + [""]
     md += ["## Provenance", "", f"- runs: `{prov['run']}`", f"- report: `{prov['report']}`",
-           f"- machine: {prov['machine']}"]
+           f"- run set: {prov['runs_from']}", f"- machine: {prov['machine']}"]
+    md += [f"- code: {c}" for c in prov["code"]]
     if prov["tensorboard"]:
         md.append(f"- training curves of every run in TensorBoard: `{prov['tensorboard']}`")
     return "\n".join(md + [""])
+
+
+def _bold_cells(table: pd.DataFrame, marks: list[list[bool]]) -> pd.DataFrame:
+    """The pivot's metric cells tied with the best in bold."""
+    out = table.copy().astype(object)
+    first = len(table.columns) - len(marks[0]) if marks else 0
+    for i, row in enumerate(marks):
+        for j, mark in enumerate(row):
+            if mark:
+                out.iloc[i, first + j] = f"**{out.iloc[i, first + j]}**"
+    return out
 
 
 def _reason(row: Any) -> str:
     reason = getattr(row, "reason", "")
     if isinstance(reason, str) and reason:
         return reason
-    return {"partial": "interrupted; rerun the spec to resume it",
-            "pending": "not started"}.get(row.status, "")
+    return REASONS.get(row.status, "")
 
 
-def render_html(spec: ReportSpec, shown: pd.DataFrame, best: dict[str, int],
-                pivot: pd.DataFrame | None, figures: list[Path], prov: dict[str, str],
-                not_completed: pd.DataFrame, too_big: pd.DataFrame) -> str:
-    """One self-contained page: the spec, the tables, the figures inlined as base64 PNGs."""
-    table = {"columns": list(shown.columns),
-             "rows": [[(str(row[c]), best.get(c) == i) for c in shown.columns]
+def render_html(spec: ReportSpec, shown: pd.DataFrame, tied: list[bool], bold: list[str],
+                pivot: tuple[pd.DataFrame, list[list[bool]]] | None, figures: list[Path],
+                prov: dict[str, Any], not_completed: pd.DataFrame, too_big: pd.DataFrame,
+                exp: experiment_lib.Experiment, notes: list[str]) -> str:
+    """One self-contained page: the tables, the figures inlined as base64 PNGs, the spec."""
+    table = {"columns": list(shown.columns), "tied": tied,
+             "rows": [[(str(row[c]), tied[i] and c in bold) for c in shown.columns]
                       for i, row in shown.reset_index(drop=True).iterrows()]}
-    pivot_view = None if pivot is None else {
-        "columns": list(pivot.columns), "rows": pivot.astype(str).values.tolist()}
+    pivot_view = None
+    if pivot is not None:
+        frame, marks = pivot
+        first = len(frame.columns) - (len(marks[0]) if marks else 0)
+        pivot_view = {"columns": list(frame.columns), "rows": [
+            [(str(v), j >= first and marks[i][j - first]) for j, v in enumerate(row)]
+            for i, row in enumerate(frame.astype(str).values.tolist())]}
     return TEMPLATES.get_template("report.html.j2").render(
-        spec=spec, table=table, pivot=pivot_view, prov=prov,
+        spec=spec, table=table, pivot=pivot_view, prov=prov, notes=notes,
         not_completed=[{"run_id": r.run_id, "status": r.status, "reason": _reason(r)}
                        for r in not_completed.itertuples()],
         too_big=[{"run_id": r.run_id, "reason": _reason(r)} for r in too_big.itertuples()],
+        others=[{"run_id": r.run_id, "status": r.status, "differs": r.differs}
+                for r in exp.others.itertuples()],
         figures=[{"name": f.stem, "data": base64.b64encode(f.read_bytes()).decode()}
                  for f in figures if f.suffix == ".png"])

@@ -1,12 +1,14 @@
-"""Run folders -> one tidy DataFrame -> seed aggregates -> paper-style tables.
+"""An experiment's runs -> one row per config cell -> paper-style tables that say what
+their numbers are: mean ± std over the cell's seeds, the 95% t interval, and whether
+the cell is distinguishable from the best one (or a named reference) beyond seed noise.
 
-Reads the run folders themselves (never only ``results.csv``), so a table can always be
-rebuilt. Seeds are aggregated as mean ± std (and n); failed or missing runs are shown,
-never dropped.
+Cells are in the spec's order (the order its grid and zip list their values); failed or
+missing runs are counted and listed, never dropped.
 """
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,13 +16,16 @@ from typing import Any
 
 import pandas as pd
 
+from suite.analysis import stats
+from suite.analysis.experiment import Experiment
 from suite.errors import SuiteError
-from suite.sweeps.results import read_runs
 
-BASE_METRICS = ("eval/accuracy", "eval/loss", "train/accuracy", "train/loss")
+BASE_METRICS = ("eval/accuracy", "eval/loss", "train_eval/accuracy", "train_eval/loss",
+                "train/accuracy", "train/loss")
 HIGHER_IS_BETTER = {"eval/accuracy": True, "train/accuracy": True, "gap": False,
-                    "eval/mAP": True,
-                    "eval/loss": False, "train/loss": False}
+                    "eval/mAP": True, "train_eval/accuracy": True, "train_eval/mAP": True,
+                    "eval/loss": False, "train/loss": False, "train_eval/loss": False}
+LABELS = {"train_eval/accuracy": "train, evaluated (%)", "gap": "gap (%)"}
 NON_KNOBS = {"run_id", "status", "varied", "reason", "step", "seed", "device", "machine",
              "model.cross_attend_every"}
 
@@ -39,33 +44,35 @@ class ReportSpec:
     description: str = ""
     spec_text: str = ""
     levels: dict[str, list[Any]] = field(default_factory=dict)  # each knob's values, spec order
+    zip_keys: list[str] = field(default_factory=list)  # knobs varied together
+    reference: dict[str, str] | None = None  # compare with this cell instead of the best
+
+    @property
+    def higher_is_better(self) -> bool:
+        return HIGHER_IS_BETTER.get(self.metric, not self.metric.endswith("loss"))
+
+    @property
+    def versus(self) -> str:
+        return "reference" if self.reference else "best"
 
 
-def load_frame(out: Path) -> pd.DataFrame:
-    """One row per run folder under ``out/runs``: config, seed, metrics, cost, status."""
-    rows = read_runs(out)
-    if not rows:
-        raise SuiteError(f"{out}: no run folders under {Path(out) / 'runs'} (run a spec first: "
-                         f"perceiver-suite run SPEC --out {out})")
-    frame = pd.DataFrame(rows)
-    for col in frame.columns:  # lists (index_dims, max_resolution) -> hashable text
-        if frame[col].map(lambda v: isinstance(v, list)).any():
-            frame[col] = frame[col].map(
-                lambda v: (v[0] if len(v) == 1 else "x".join(map(str, v)))
-                if isinstance(v, list) else v)
-    for m in BASE_METRICS:  # a grid where nothing completed still has the columns
+def with_gap(frame: pd.DataFrame) -> pd.DataFrame:
+    """The base metric columns, and the train-eval gap: the fixed training subset's
+    accuracy (evaluated as the eval split is) minus the eval accuracy."""
+    for m in BASE_METRICS:
         if m not in frame:
             frame[m] = float("nan")
-    if "eval/accuracy" in frame and "train/accuracy" in frame:
-        frame["gap"] = frame["train/accuracy"] - frame["eval/accuracy"]
+    frame["gap"] = frame["train_eval/accuracy"] - frame["eval/accuracy"]
     return frame
 
 
-def report_spec(out: Path, frame: pd.DataFrame, *, metric: str | None = None,
-                rows: list[str] | None = None, cols: list[str] | None = None) -> ReportSpec:
+def report_spec(out: Path, exp: Experiment, *, metric: str | None = None,
+                rows: list[str] | None = None, cols: list[str] | None = None,
+                reference: dict[str, str] | None = None) -> ReportSpec:
     """Rows, columns and metric: command-line choices, else the spec's [report], else inferred."""
+    frame = exp.frame
     hints: dict[str, Any] = {}
-    spec_text, name, description, knobs = "", Path(out).name, "", []
+    spec_text, name, description, zip_keys = "", Path(out).name, "", []
     levels: dict[str, list[Any]] = {}
     spec_path = Path(out) / "spec.toml"
     if spec_path.exists():
@@ -74,26 +81,29 @@ def report_spec(out: Path, frame: pd.DataFrame, *, metric: str | None = None,
         hints = raw.get("report", {})
         name, description = raw.get("name", name), raw.get("description", "")
         for section in ("grid", "zip"):
-            knobs += _dotted(raw.get(section, {}))
             levels.update(_values(raw.get(section, {})))
-    if not knobs:  # infer: config columns that take more than one value
+        zip_keys = list(_values(raw.get("zip", {})))
+    knobs = list(exp.knobs)
+    if not knobs and exp.record is None:  # no spec: config columns that take several values
         knobs = [c for c in frame.columns if "." in c and c not in NON_KNOBS
-                 and not c.startswith(("eval/", "train/")) and frame[c].nunique(dropna=False) > 1]
+                 and not c.startswith(("eval/", "train/", "train_eval/"))
+                 and frame[c].nunique(dropna=False) > 1]
     knobs = [k for k in knobs if k in frame.columns]
     multi_label = "eval/mAP" in frame and frame["eval/mAP"].notna().any()
     metric = metric or hints.get("metric", "eval/mAP" if multi_label else "eval/accuracy")
-    if metric not in frame.columns:
-        known = [c for c in frame.columns if c.startswith(("eval/", "train/"))]
+    if metric not in frame.columns and metric != "gap":
+        known = [c for c in frame.columns if c.startswith(("eval/", "train/", "train_eval/"))]
         raise SuiteError(f"--metric={metric!r} is not in the results; known: {', '.join(known)}")
     rows = rows or hints.get("rows") or knobs
     cols = cols or hints.get("cols") or []
-    for key in [*rows, *cols]:
-        if key not in frame.columns:
-            raise SuiteError(f"report key {key!r} is not a config column of {out}")
+    for key in [*rows, *cols, *(reference or {})]:
+        if key not in knobs:
+            raise SuiteError(f"report key {key!r} is not a varied key of {out} (varied: "
+                             f"{', '.join(knobs) or 'none'})")
     x = hints.get("x") or (knobs[0] if knobs else None)
     hue = hints.get("hue") or next((k for k in knobs if k != x), None)
-    return ReportSpec(knobs, metric, list(rows), list(cols), x, hue, name, description, spec_text,
-                      levels)
+    return ReportSpec(knobs, metric, list(rows), list(cols), x, hue, exp.title or name,
+                      description, spec_text, levels, zip_keys, reference)
 
 
 def _values(table: dict, prefix: str = "") -> dict[str, list[Any]]:
@@ -107,19 +117,17 @@ def _values(table: dict, prefix: str = "") -> dict[str, list[Any]]:
     return out
 
 
-def _dotted(table: dict, prefix: str = "") -> list[str]:
-    out = []
-    for k, v in table.items():
-        out += _dotted(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
-    return out
+def cell_keys(knobs: list[str]) -> list[str]:
+    return knobs or ["model.kind"]
 
 
 def aggregate(frame: pd.DataFrame, knobs: list[str], metrics: list[str]) -> pd.DataFrame:
-    """One row per configuration: mean, std and n of each metric over completed seeds."""
-    keys = knobs or ["model.kind"]
+    """One row per cell, in the order cells first appear: runs, completed, failed, and
+    mean, std and n of each metric over the completed seeds."""
+    keys = cell_keys(knobs)
+    frame = frame.assign(**{k: frame[k] if k in frame else "—" for k in keys})
     done = frame[frame["status"] == "completed"]
-    groups = frame.groupby(keys, dropna=False, sort=True)
-    out = groups.size().rename("runs").to_frame()
+    out = frame.groupby(keys, dropna=False, sort=False).size().rename("runs").to_frame()
     out["completed"] = done.groupby(keys, dropna=False).size().reindex(out.index).fillna(0)
     out["failed"] = frame[frame["status"] == "failed"].groupby(keys, dropna=False).size() \
         .reindex(out.index).fillna(0)
@@ -129,7 +137,8 @@ def aggregate(frame: pd.DataFrame, knobs: list[str], metrics: list[str]) -> pd.D
         g = done.groupby(keys, dropna=False)[m]
         out[f"{m} mean"] = g.mean().reindex(out.index)
         out[f"{m} std"] = g.std(ddof=1).reindex(out.index).fillna(0.0)
-    for extra in ("params", "flops_forward_analytic", "wall_seconds"):
+    for extra in ("params", "flops_forward_analytic", "flops_per_example_analytic",
+                  "wall_seconds", "memory_predicted_bytes"):
         if extra in frame:
             out[extra] = frame.groupby(keys, dropna=False)[extra].max().reindex(out.index)
     for c in ("runs", "completed", "failed"):
@@ -137,11 +146,74 @@ def aggregate(frame: pd.DataFrame, knobs: list[str], metrics: list[str]) -> pd.D
     return out.reset_index()
 
 
-def _fmt_pm(mean: float, std: float, n: int, percent: bool) -> str:
+def seeds_of(frame: pd.DataFrame, knobs: list[str], metric: str) -> list[dict[int, float]]:
+    """Per cell (in :func:`aggregate`'s order), ``{seed: metric}`` of its completed runs."""
+    keys = cell_keys(knobs)
+    frame = frame.assign(**{k: frame[k] if k in frame else "—" for k in keys})
+    out = []
+    for _, runs in frame.groupby(keys, dropna=False, sort=False):
+        done = runs[(runs["status"] == "completed") & runs[metric].notna()] \
+            if metric in runs else runs.iloc[0:0]
+        out.append({int(s): float(v) for s, v in zip(done["seed"], done[metric], strict=True)})
+    return out
+
+
+def significance(agg: pd.DataFrame, frame: pd.DataFrame, spec: ReportSpec) -> pd.DataFrame:
+    """``ci95_low``, ``ci95_high`` of the metric's mean, and against the best cell (or
+    ``spec.reference``): ``delta_vs_*``, ``p_vs_*``, ``test_vs_*``, ``tied_with_*``."""
+    m, versus = spec.metric, spec.versus
+    cells = seeds_of(frame, spec.knobs, m)
+    agg = agg.copy()
+    intervals = [stats.t_interval(list(c.values())) for c in cells]
+    agg["ci95_low"] = [lo for lo, _ in intervals]
+    agg["ci95_high"] = [hi for _, hi in intervals]
+    target = reference_row(agg, spec) if spec.reference else best_row(agg, spec)
+    comparisons = [stats.Comparison(math.nan, math.nan, "n < 2", 0) if target is None else
+                   stats.Comparison(0.0, 1.0, "same cell", len(c)) if i == target else
+                   stats.compare(c, cells[target]) for i, c in enumerate(cells)]
+    agg[f"delta_vs_{versus}"] = [c.delta for c in comparisons]
+    agg[f"p_vs_{versus}"] = [c.p for c in comparisons]
+    agg[f"test_vs_{versus}"] = [c.test for c in comparisons]
+    agg[f"tied_with_{versus}"] = [stats.tied_text(c) for c in comparisons]
+    if spec.reference:  # the best cell is still what the tables bold
+        best = best_row(agg, spec)
+        agg["tied_with_best"] = [stats.tied_text(
+            stats.Comparison(0.0, 1.0, "same cell", len(c)) if i == best else
+            stats.compare(c, cells[best])) if best is not None else "n < 2"
+            for i, c in enumerate(cells)]
+    return agg
+
+
+def best_row(agg: pd.DataFrame, spec: ReportSpec) -> int | None:
+    col = f"{spec.metric} mean"
+    valid = agg[col].dropna() if col in agg else pd.Series(dtype=float)
+    if valid.empty:
+        return None
+    return int(valid.idxmax() if spec.higher_is_better else valid.idxmin())
+
+
+def reference_row(agg: pd.DataFrame, spec: ReportSpec) -> int:
+    mask = pd.Series(True, index=agg.index)
+    for key, value in (spec.reference or {}).items():
+        mask &= agg[key].map(_text) == value
+    hits = list(agg.index[mask])
+    if len(hits) != 1:
+        wanted = ",".join(f"{k}={v}" for k, v in (spec.reference or {}).items())
+        raise SuiteError(f"--reference {wanted} matches {len(hits)} cells; name one cell by "
+                         f"its varied keys ({', '.join(spec.knobs)})")
+    return int(hits[0])
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def fmt_pm(mean: float, std: float, n: int, percent: bool) -> str:
     if n == 0 or pd.isna(mean):
         return "—"
-    scale = 100.0 if percent else 1.0
-    digits = 1 if percent else 3
+    scale, digits = (100.0, 1) if percent else (1.0, 3)
     text = f"{mean * scale:.{digits}f}"
     return text + (f" ± {std * scale:.{digits}f}" if n > 1 else "")
 
@@ -155,24 +227,34 @@ def _fmt_count(x: float) -> str:
     return f"{x:.0f}"
 
 
-def paper_table(agg: pd.DataFrame, spec: ReportSpec) -> tuple[pd.DataFrame, dict[str, int]]:
-    """The display table (strings) and, per metric column, the row index of the best value."""
-    extra = ("eval/accuracy", "train/accuracy", "gap") if "mAP" in spec.metric else \
-        ("train/accuracy", "gap")  # multi-label: top-1 beside the mAP
+def is_percent(metric: str) -> bool:
+    return metric.endswith(("accuracy", "mAP")) or metric == "gap"
+
+
+def label_of(metric: str) -> str:
+    return LABELS.get(metric, f"{metric} (%)" if is_percent(metric) else metric)
+
+
+def paper_table(agg: pd.DataFrame, spec: ReportSpec) -> tuple[pd.DataFrame, list[bool]]:
+    """The display table (strings) and, per row, whether it is tied with the best."""
+    extra = ("eval/accuracy", "train_eval/accuracy", "gap") if "mAP" in spec.metric else \
+        ("train_eval/accuracy", "gap")  # multi-label: top-1 beside the mAP
     metrics = [spec.metric] + [m for m in extra if m != spec.metric]
     shown = pd.DataFrame({k: agg[k] for k in (spec.knobs or [])})
-    best: dict[str, int] = {}
+    percent = is_percent(spec.metric)
+    scale, digits = (100.0, 1) if percent else (1.0, 3)
     for m in metrics:
-        if f"{m} mean" not in agg:
-            continue
-        percent = m.endswith(("accuracy", "mAP")) or m == "gap"
-        label = f"{m} (%)" if percent else m
-        shown[label] = [_fmt_pm(a, s, n, percent) for a, s, n in
-                        zip(agg[f"{m} mean"], agg[f"{m} std"], agg["completed"], strict=True)]
-        valid = agg[f"{m} mean"].dropna()
-        if len(valid) > 1 and m != "gap":  # a gap is reported, not ranked
-            hib = HIGHER_IS_BETTER.get(m, True)
-            best[label] = int(valid.idxmax() if hib else valid.idxmin())
+        if f"{m} mean" in agg and (m == spec.metric or agg[f"{m} mean"].notna().any()):
+            shown[label_of(m)] = [fmt_pm(a, s, n, is_percent(m)) for a, s, n in zip(
+                agg[f"{m} mean"], agg[f"{m} std"], agg["completed"], strict=True)]
+        if m == spec.metric and "ci95_low" in agg:
+            shown["95% CI"] = ["—" if pd.isna(lo) or n < 2 else
+                               f"{lo * scale:.{digits}f} to {hi * scale:.{digits}f}"
+                               for lo, hi, n in zip(agg["ci95_low"], agg["ci95_high"],
+                                                    agg["completed"], strict=True)]
+            v = spec.versus
+            shown[f"p vs {v}"] = [_fmt_p(p, t, v) for p, t in zip(
+                agg[f"p_vs_{v}"], agg[f"test_vs_{v}"], strict=True)]
     shown["n"] = [f"{c}/{r}" for c, r in zip(agg["completed"], agg["runs"], strict=True)]
     shown["failed"] = agg["failed"]
     if "params" in agg:
@@ -181,37 +263,60 @@ def paper_table(agg: pd.DataFrame, spec: ReportSpec) -> tuple[pd.DataFrame, dict
         shown["FLOPs/example"] = agg["flops_forward_analytic"].map(_fmt_count)
     if "wall_seconds" in agg:
         shown["wall (s)"] = agg["wall_seconds"].map(lambda v: "—" if pd.isna(v) else f"{v:.0f}")
-    return shown, best
+    tied = list(agg["tied_with_best"] == "true") if "tied_with_best" in agg else \
+        [False] * len(agg)
+    return shown, tied
 
 
-def pivot_table(agg: pd.DataFrame, spec: ReportSpec) -> pd.DataFrame | None:
-    """The paper's layout when the spec names columns: rows x cols of the metric."""
+def _fmt_p(p: float, test: str, versus: str) -> str:
+    if test == "same cell":
+        return versus
+    if test == "n < 2" or pd.isna(p):
+        return "n < 2"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def pivot_table(agg: pd.DataFrame,
+                spec: ReportSpec) -> tuple[pd.DataFrame, list[list[bool]]] | None:
+    """The paper's layout when the spec names columns: rows x cols of the metric, in the
+    spec's order, and which cells are tied with the best."""
     if not spec.cols or f"{spec.metric} mean" not in agg:
         return None
-    percent = spec.metric.endswith(("accuracy", "mAP"))
-    cells = agg.assign(cell=[_fmt_pm(a, s, n, percent) for a, s, n in zip(
-        agg[f"{spec.metric} mean"], agg[f"{spec.metric} std"], agg["completed"], strict=True)])
     rows = [r for r in spec.rows if r not in spec.cols] or [k for k in spec.knobs
                                                             if k not in spec.cols]
     if not rows:
         return None
-    extra = [k for k in spec.knobs if k not in rows and k not in spec.cols]
-    if extra:  # more knobs than rows/cols: keep them as rows too
-        rows = rows + extra
-    pivot = cells.pivot_table(index=rows, columns=spec.cols, values="cell", aggfunc="first")
+    rows = rows + [k for k in spec.knobs if k not in rows and k not in spec.cols]
+    text = [fmt_pm(a, s, n, is_percent(spec.metric)) for a, s, n in zip(
+        agg[f"{spec.metric} mean"], agg[f"{spec.metric} std"], agg["completed"], strict=True)]
+    tied = list(agg["tied_with_best"] == "true") if "tied_with_best" in agg else [False] * len(agg)
+    row_keys = list(dict.fromkeys(tuple(r) for r in agg[rows].itertuples(index=False)))
+    col_keys = list(dict.fromkeys(tuple(c) for c in agg[spec.cols].itertuples(index=False)))
+    cells = {(tuple(r), tuple(c)): (t, b) for r, c, t, b in zip(
+        agg[rows].itertuples(index=False), agg[spec.cols].itertuples(index=False), text, tied,
+        strict=True)}
     names = [c.rsplit(".", 1)[-1] for c in spec.cols]
-    pivot.columns = [
-        ", ".join(f"{n}={v:g}" if isinstance(v, float) else f"{n}={v}"
-                  for n, v in zip(names, col if isinstance(col, tuple) else (col,), strict=True))
-        for col in pivot.columns
-    ]
-    return pivot.reset_index().fillna("—")
+    headers = [", ".join(f"{n}={_label(v)}" for n, v in zip(names, ck, strict=True))
+               for ck in col_keys]
+    table = pd.DataFrame([[*rk, *(cells.get((rk, ck), ("—", False))[0] for ck in col_keys)]
+                          for rk in row_keys], columns=[*rows, *headers])
+    marks = [[cells.get((rk, ck), ("—", False))[1] for ck in col_keys] for rk in row_keys]
+    return table, marks
 
 
-def to_markdown(shown: pd.DataFrame, best: dict[str, int]) -> str:
+def _label(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def to_markdown(shown: pd.DataFrame, bold: list[bool], columns: list[str] | None = None) -> str:
+    """Markdown; the ``columns`` (default: the metric's) of each row tied with the best bold."""
     marked = shown.copy().astype(object)
-    for col, i in best.items():
-        marked.loc[i, col] = f"**{marked.loc[i, col]}**"
+    for col in columns or []:
+        if col not in marked:
+            continue
+        for i, b in enumerate(bold):
+            if b and marked.iloc[i][col] != "—":
+                marked.iloc[i, marked.columns.get_loc(col)] = f"**{marked.iloc[i][col]}**"
     return marked.to_markdown(index=False)
 
 
@@ -222,11 +327,11 @@ _LATEX_SPECIALS = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "
 
 def _tex(text: Any) -> str:
     s = "".join(_LATEX_SPECIALS.get(ch, ch) for ch in str(text))
-    return s.replace("±", r"$\pm$").replace("—", "--")
+    return s.replace("±", r"$\pm$").replace("—", "--").replace("<", r"$<$")
 
 
-def to_latex(shown: pd.DataFrame, best: dict[str, int], caption: str) -> str:
-    """A booktabs table; the best value per metric in bold. No jinja2 needed."""
+def to_latex(shown: pd.DataFrame, bold: list[bool], columns: list[str], caption: str) -> str:
+    """A booktabs table; ``columns`` of every row tied with the best in bold."""
     cols = list(shown.columns)
     lines = [r"\begin{table}[t]", r"\centering", r"\small",
              r"\begin{tabular}{" + "l" * len(cols) + "}", r"\toprule",
@@ -235,9 +340,9 @@ def to_latex(shown: pd.DataFrame, best: dict[str, int], caption: str) -> str:
         cells = []
         for c in cols:
             cell = _tex(row[c])
-            cells.append(rf"\textbf{{{cell}}}" if best.get(c) == i else cell)
+            cells.append(rf"\textbf{{{cell}}}" if bold[i] and c in columns and cell != "--"
+                         else cell)
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_tex(caption)}}}",
               r"\end{table}"]
     return "\n".join(lines) + "\n"
-

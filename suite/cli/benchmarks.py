@@ -31,6 +31,9 @@ def _bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--peer", action="store_true", help="time our step against perceiver-pytorch")
     p.add_argument("--image-folder", metavar="DIR",
                    help="time the streamed image loader on a class-folder tree, per worker count")
+    p.add_argument("--report", type=int, nargs="?", const=1000, metavar="N",
+                   help="time `report` on N generated run folders (default: 1000) into "
+                   "OUT/report.{csv,md}")
     p.add_argument("--rounds", type=int, default=3, help="--peer: alternating rounds")
     p.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
                    help="--peer: float32 on both sides (default), or bfloat16 (ours: "
@@ -61,6 +64,8 @@ def run_bench(args: argparse.Namespace) -> int:
         write_text_atomic(Path(args.out) / "images.md", text)
         print(text)
         return 0
+    if args.report:
+        return bench_report(args.report, Path(args.out), command, machine_description())
     if args.peer or args.targets:
         from suite.benchmarks import peer, targets
 
@@ -78,6 +83,26 @@ def run_bench(args: argparse.Namespace) -> int:
     path = write(rows, Path(args.out), " ".join(["perceiver-suite bench", *sys.argv[2:]]),
                  dispatch_overhead())
     print(path.read_text())
+    return 0
+
+
+def bench_report(runs: int, out: Path, command: str, machine: str) -> int:
+    import tempfile
+
+    import pandas as pd
+
+    from suite.benchmarks.report_bench import measure
+    from suite.files import write_text_atomic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        row = measure(Path(tmp) / "report_bench", runs)
+    out.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame([{**row, "command": command, "machine": machine}])
+    write_text_atomic(out / "report.csv", frame.to_csv(index=False))
+    text = "\n".join(["# report on a large results folder", "", pd.DataFrame([row]).to_markdown(
+        index=False), "", f"- command: `{command}`", f"- machine: {machine}", ""])
+    write_text_atomic(out / "report.md", text)
+    print(text)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Commands that train and report: train, run, report."""
+"""Commands that train: train, run."""
 
 from __future__ import annotations
 
@@ -133,28 +133,41 @@ def _reason(e: BaseException) -> tuple[str, int]:
 def run_run(args: argparse.Namespace) -> int:
     from suite import config as cfg_lib
     from suite.errors import SpecError
-    from suite.files import write_json_atomic, write_text_atomic
+    from suite.sweeps import record
     from suite.sweeps import spec as spec_lib
 
     spec = spec_lib.load(args.spec, max_runs=None if args.force else spec_lib.MAX_RUNS)
-    runs = spec_lib.expand(spec, cfg_lib.parse_overrides(args.overrides))
+    overrides = cfg_lib.parse_overrides(args.overrides)
+    runs = spec_lib.expand(spec, overrides)
     if args.shard == "auto":
         from suite.sweeps.launchers import shard_from_environment
 
         shard = shard_from_environment()
     else:
         shard = spec_lib.parse_shard(args.shard)
-    if shard:
-        runs = spec_lib.shard(runs, *shard)
-    out = Path(args.out or Path("results") / spec.name)
+    out = Path(args.out) if args.out else record.default_out(spec, overrides)
     if args.dry_run:
         from suite.sweeps.dry_run import dry_run_table
 
-        print(dry_run_table(spec, runs, out, measure=args.measure,
+        print(dry_run_table(spec, spec_lib.shard(runs, *shard) if shard else runs, out,
+                            measure=args.measure,
                             log=lambda msg: print(msg, file=sys.stderr, flush=True)))
         return 0
     if args.workers is not None and args.workers < 1:
         raise SpecError(f"--workers={args.workers} must be >= 1")
+    command = " ".join(["perceiver-suite", *(sys.argv[1:] if argv_is_ours() else
+                                             ["run", str(args.spec), *args.overrides])])
+    held = record.claim(out, spec, runs, overrides, command)  # every shard's runs
+    if held is not None and not held.describes(spec.name, overrides):
+        what = f"spec {held.name!r}" + (f" with {_overrides_text(held.overrides)}"
+                                        if held.overrides else " as written")
+        these = _overrides_text(overrides) or f"spec {spec.name!r}"
+        print(f"note: {out} holds {what}; these runs ({these}) are another experiment, "
+              "listed apart in its report", file=sys.stderr)
+    elif overrides and not args.out:
+        print(f"overrides make another experiment: results in {out}", file=sys.stderr)
+    if shard:
+        runs = spec_lib.shard(runs, *shard)
     if args.launcher == "local":
         from suite.sweeps.runner import run_grid
 
@@ -169,49 +182,16 @@ def run_run(args: argparse.Namespace) -> int:
                                   "gpus": args.gpus_per_run,
                                   "parallelism": args.array_parallelism},
                          log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    write_text_atomic(out / "spec.toml", Path(args.spec).read_text())
-    write_json_atomic(out / "grid.json", {"spec": str(args.spec), "command": " ".join(
-        ["perceiver-suite", *(sys.argv[1:] if argv_is_ours() else ["run", str(args.spec)])])})
     print(f"{outcome.summary()}; results in {out / 'results.csv'}")
     for run_id, reason in outcome.errors.items():
         print(f"perceiver-suite: error: {run_id}: {reason}", file=sys.stderr)
     return outcome.exit_code
 
 
+def _overrides_text(overrides: dict[str, str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in overrides.items())
+
+
 def argv_is_ours() -> bool:
     """Is ``sys.argv`` this command line (not, say, pytest's)?"""
-    return len(sys.argv) > 1 and sys.argv[1] in {"run", "report", "scaling", "bench"}
-
-
-# ----------------------------------------------------------------------------- report
-
-
-@command
-def _report(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "report", help="tables (Markdown, LaTeX, CSV), plots and index.html from a results folder",
-        description="Read every run folder under OUT/runs into one table, aggregate seeds as "
-        "mean ± std, and write OUT/report/: table.md, table.tex, table.csv, seaborn plots "
-        "(PNG and SVG) and a self-contained index.html, with the TensorBoard command for "
-        "the runs' curves.")
-    p.add_argument("out", help="a results folder, e.g. results/demo")
-    p.add_argument("--metric", help="the metric to tabulate and plot (default: the spec's "
-                   "[report] metric, else eval/accuracy)")
-    p.add_argument("--rows", nargs="+", metavar="KEY", help="config keys for table rows")
-    p.add_argument("--cols", nargs="+", metavar="KEY", help="config keys for table columns")
-    p.set_defaults(func=run_report)
-
-
-def run_report(args: argparse.Namespace) -> int:
-    from suite.analysis.report import write_report
-
-    out = Path(args.out)
-    if not out.is_dir():
-        raise SuiteError(f"{out}: no such results folder")
-    written = write_report(out, metric=args.metric, rows=args.rows, cols=args.cols)
-    print(f"wrote {len(written)} files to {out / 'report'}: "
-          + ", ".join(sorted(p.name for p in written.values())))
-    if any((out / "runs").glob("*/events.out.tfevents.*")):
-        print(f"training curves: tensorboard --logdir {out / 'runs'}")
-    return 0
-
+    return len(sys.argv) > 1 and sys.argv[1] in {"run", "report", "compare", "scaling", "bench"}

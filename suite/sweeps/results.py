@@ -11,13 +11,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from suite import provenance
 from suite.files import read_json, write_text_atomic
 
 SUMMARY_FIELDS = (
     "params", "flops_per_step_analytic", "flops_per_step_xla", "flops_per_example_analytic",
     "flops_per_example_xla", "flops_forward_analytic", "achieved_flops_per_s", "mfu",
     "step_seconds", "examples_per_s", "compile_seconds", "trace_seconds", "device_peak_bytes",
-    "peak_rss_bytes", "wall_seconds", "device", "machine",
+    "peak_rss_bytes", "wall_seconds", "device", "machine", "memory_predicted_bytes",
+    "achieved_flops_per_s_xla", "peak_flops_source", "peak_precision",
 )
 
 
@@ -74,6 +76,8 @@ def read_run(run_dir: Path) -> dict[str, Any] | None:
         row["step"] = summary.get("step")
         row.update(summary.get("metrics", {}))
         row.update({k: summary.get(k) for k in SUMMARY_FIELDS})
+        if summary.get("provenance"):
+            row["code"] = provenance.describe(summary["provenance"])
     return row
 
 

@@ -1,0 +1,108 @@
+"""Commands that read results folders: report, compare."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from suite.cli.common import command, overrides_arg
+from suite.errors import SuiteError
+
+# ----------------------------------------------------------------------------- report
+
+
+@command
+def _report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report", help="tables (Markdown, LaTeX, CSV), plots and index.html from a results folder",
+        description="Aggregate the experiment a results folder records (the spec's runs, "
+        "missing ones listed; other run folders there listed apart, never averaged in) as "
+        "mean ± std over seeds with 95%% t intervals and a test of each cell against the "
+        "best, and write OUT/report/: table.md, table.tex, table.csv, seaborn plots (PNG, "
+        "SVG and the CSV each is drawn from) and a self-contained index.html.")
+    p.add_argument("out", help="a results folder, e.g. results/demo; or a spec (with the "
+                   "overrides its run took): its results folder")
+    p.add_argument("--metric", help="the metric to tabulate and plot (default: the spec's "
+                   "[report] metric, else eval/accuracy)")
+    p.add_argument("--rows", nargs="+", metavar="KEY", help="config keys for table rows")
+    p.add_argument("--cols", nargs="+", metavar="KEY", help="config keys for table columns")
+    p.add_argument("--reference", metavar="KEY=VALUE[,...]",
+                   help="test every cell against this one (named by its varied keys, e.g. "
+                   "model.num_latents=64) instead of against the best")
+    overrides_arg(p, "with a spec: the overrides its run took, e.g. train.steps=50")
+    p.set_defaults(func=run_report)
+
+
+def results_folder(target: str, overrides: list[str]) -> Path:
+    """A results folder given as itself, or as the spec (and overrides) that wrote it."""
+    path = Path(target)
+    if path.suffix == ".toml" and path.is_file():
+        from suite import config as cfg_lib
+        from suite.sweeps import record
+        from suite.sweeps import spec as spec_lib
+
+        return record.default_out(spec_lib.load(path, max_runs=None),
+                                  cfg_lib.parse_overrides(overrides))
+    if overrides:
+        raise SuiteError(f"key=value overrides ({' '.join(overrides)}) go with a spec, not "
+                         f"with a results folder ({target})")
+    return path
+
+
+def parse_reference(text: str | None) -> dict[str, str] | None:
+    """``"a.b=1,c.d=x"`` -> ``{"a.b": "1", "c.d": "x"}``."""
+    if not text:
+        return None
+    out = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise SuiteError(f"--reference={text!r}: expected KEY=VALUE[,KEY=VALUE...]")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from suite.analysis.report import write_report
+
+    out = results_folder(args.out, args.overrides)
+    if not out.is_dir():
+        raise SuiteError(f"{out}: no such results folder")
+    written = write_report(out, metric=args.metric, rows=args.rows, cols=args.cols,
+                           reference=parse_reference(args.reference))
+    print(f"wrote {len(written)} files to {out / 'report'}: "
+          + ", ".join(sorted(p.name for p in written.values())))
+    if any((out / "runs").glob("*/events.out.tfevents.*")):
+        print(f"training curves: tensorboard --logdir {out / 'runs'}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- compare
+
+
+@command
+def _compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare", help="per-cell deltas and p-values between two results folders of a spec",
+        description="Match the cells of two results folders of the same spec (another code "
+        "version, machine or precision) by their varied keys and print each cell's change "
+        "in the metric with a p-value (paired t-test over the seeds both ran, Welch's "
+        "otherwise), and how the folders' recorded code and machines differ. Exit status: "
+        "0 when no cell moved beyond seed noise (p >= 0.05), 1 when some did, 2 when the "
+        "folders share no cell.")
+    p.add_argument("old", help="the results folder to compare against")
+    p.add_argument("new", help="the results folder to compare")
+    p.add_argument("--metric", help="default: the spec's [report] metric, else eval/accuracy")
+    p.set_defaults(func=run_compare)
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from suite.analysis.compare import compare, render
+
+    old, new = Path(args.old), Path(args.new)
+    for folder in (old, new):
+        if not folder.is_dir():
+            raise SuiteError(f"{folder}: no such results folder")
+    result = compare(old, new, args.metric)
+    print(render(result, old, new))
+    return result.exit_code
