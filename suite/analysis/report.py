@@ -37,6 +37,9 @@ TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("suite.analysis", "templates"),
     autoescape=jinja2.select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True,
     undefined=jinja2.StrictUndefined)
+# a config key's last part as a column header ("model.num_latents" -> "num_latents")
+TEMPLATES.filters["short"] = lambda key: key.rsplit(".", 1)[-1] if key.startswith(
+    ("model.", "data.", "train.")) else key
 REASONS = {"partial": "interrupted; rerun the spec to resume it",
            "pending": "not started",
            "missing": "no run folder: not started (another shard, or the grid was stopped)"}
@@ -164,7 +167,8 @@ def markdown(spec: ReportSpec, shown: pd.DataFrame, tied: list[bool], bold: list
             f"- `{r.run_id}`: {_reason(r)}" for r in too_big.itertuples()] + [""]
     if len(exp.others):
         md += ["## Run folders not in this spec (not averaged in)", ""] + [
-            f"- `{r.run_id}` ({r.status}): {r.differs}" for r in exp.others.itertuples()] + [""]
+            f"- {g['differs']}: {g['count']} ({g['statuses']}): "
+            + ", ".join(f"`{i}`" for i in g["ids"]) for g in grouped(exp.others)] + [""]
     md += ["## Provenance", "", f"- runs: `{prov['run']}`", f"- report: `{prov['report']}`",
            f"- run set: {prov['runs_from']}", f"- machine: {prov['machine']}"]
     md += [f"- code: {c}" for c in prov["code"]]
@@ -181,6 +185,17 @@ def _bold_cells(table: pd.DataFrame, marks: list[list[bool]]) -> pd.DataFrame:
         for j, mark in enumerate(row):
             if mark:
                 out.iloc[i, first + j] = f"**{out.iloc[i, first + j]}**"
+    return out
+
+
+def grouped(others: pd.DataFrame) -> list[dict[str, Any]]:
+    """Other run folders by how they differ from the spec: a quick look's runs, together."""
+    out = []
+    for differs, runs in others.groupby("differs", sort=False):
+        counts = runs["status"].value_counts()
+        out.append({"differs": differs, "ids": list(runs["run_id"]),
+                    "count": f"{len(runs)} run folder{'s' if len(runs) > 1 else ''}",
+                    "statuses": ", ".join(f"{n} {s}" for s, n in counts.items())})
     return out
 
 
@@ -211,7 +226,6 @@ def render_html(spec: ReportSpec, shown: pd.DataFrame, tied: list[bool], bold: l
         not_completed=[{"run_id": r.run_id, "status": r.status, "reason": _reason(r)}
                        for r in not_completed.itertuples()],
         too_big=[{"run_id": r.run_id, "reason": _reason(r)} for r in too_big.itertuples()],
-        others=[{"run_id": r.run_id, "status": r.status, "differs": r.differs}
-                for r in exp.others.itertuples()],
+        others=grouped(exp.others),
         figures=[{"name": f.stem, "data": base64.b64encode(f.read_bytes()).decode()}
                  for f in figures if f.suffix == ".png"])

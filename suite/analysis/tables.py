@@ -138,9 +138,12 @@ def aggregate(frame: pd.DataFrame, knobs: list[str], metrics: list[str]) -> pd.D
         out[f"{m} mean"] = g.mean().reindex(out.index)
         out[f"{m} std"] = g.std(ddof=1).reindex(out.index).fillna(0.0)
     for extra in ("params", "flops_forward_analytic", "flops_per_example_analytic",
-                  "wall_seconds", "memory_predicted_bytes"):
+                  "memory_predicted_bytes"):  # the same for every seed of a cell
         if extra in frame:
             out[extra] = frame.groupby(keys, dropna=False)[extra].max().reindex(out.index)
+    if "wall_seconds" in frame:  # seconds per run, mean over the cell's completed seeds
+        out["wall_seconds"] = done.groupby(keys, dropna=False)["wall_seconds"].mean() \
+            .reindex(out.index)
     for c in ("runs", "completed", "failed"):
         out[c] = out[c].astype(int)
     return out.reset_index()
@@ -256,13 +259,14 @@ def paper_table(agg: pd.DataFrame, spec: ReportSpec) -> tuple[pd.DataFrame, list
             shown[f"p vs {v}"] = [_fmt_p(p, t, v) for p, t in zip(
                 agg[f"p_vs_{v}"], agg[f"test_vs_{v}"], strict=True)]
     shown["n"] = [f"{c}/{r}" for c, r in zip(agg["completed"], agg["runs"], strict=True)]
-    shown["failed"] = agg["failed"]
+    if agg["failed"].any():  # n = completed/total says it otherwise
+        shown["failed"] = agg["failed"]
     if "params" in agg:
         shown["params"] = agg["params"].map(_fmt_count)
     if "flops_forward_analytic" in agg:
         shown["FLOPs/example"] = agg["flops_forward_analytic"].map(_fmt_count)
     if "wall_seconds" in agg:
-        shown["wall (s)"] = agg["wall_seconds"].map(lambda v: "—" if pd.isna(v) else f"{v:.0f}")
+        shown["wall (s/run)"] = agg["wall_seconds"].map(lambda v: "—" if pd.isna(v) else f"{v:.0f}")
     tied = list(agg["tied_with_best"] == "true") if "tied_with_best" in agg else \
         [False] * len(agg)
     return shown, tied
