@@ -73,9 +73,29 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def append_jsonl(path: Path, row: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(row, default=_jsonable) + "\n")
+    """Append one line; it starts on a new line even after a torn one (a kill mid-write)."""
+    with open(path, "a+b") as f:
+        f.seek(0, os.SEEK_END)
+        torn = False
+        if f.tell() > 0:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
+        f.write((("\n" if torn else "") + json.dumps(row, default=_jsonable) + "\n").encode())
         f.flush()
+
+
+def drop_torn_line(path: Path) -> int:
+    """Cut a trailing fragment without a newline (a kill or a full disk mid-write) off a
+    JSON-lines file; the number of bytes dropped (0 if the file ends cleanly)."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return 0
+    keep = data[: data.rfind(b"\n") + 1]
+    write_text_atomic(path, keep.decode("utf-8", errors="replace"))
+    return len(data) - len(keep)
 
 
 def _jsonable(x: Any) -> Any:

@@ -7,6 +7,19 @@ models described without importing grain or reading a single file.
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
+
+DATA_ENV = "PERCEIVER_SUITE_DATA"  # root folder holding one sub-folder per task
+
+
+def chosen_location(cfg) -> str | None:
+    """Where ``$PERCEIVER_SUITE_DATA`` sends a task's files (absolute), or None where the
+    config alone says (``data.data_dir``, or the task's default place). Part of a run's
+    identity: pointing the variable at other data makes other runs."""
+    if cfg.data_dir or not os.environ.get(DATA_ENV):
+        return None
+    return str(Path(os.environ[DATA_ENV]).expanduser().absolute() / cfg.task)
 
 
 @dataclasses.dataclass(frozen=True)

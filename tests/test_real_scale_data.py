@@ -79,6 +79,10 @@ def test_a_broken_image_is_named(tmp_path):
     root = write_jpeg_folders(tmp_path / "imgs", per_class=5)
     (root / "train" / "cat" / "0.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(DataError, match=r"0\.jpg: not a readable image"):
+        load(image_config(root, **{"data.bad_examples": "fail"}).data)
+    for path in (root / "train").rglob("*.jpg"):  # a folder of no images at all
+        path.write_bytes(b"not a jpeg")
+    with pytest.raises(DataError, match=r"none of 15 sampled files decodes"):
         load(image_config(root).data)
 
 

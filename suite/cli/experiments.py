@@ -108,7 +108,9 @@ def _run(sub: argparse._SubParsersAction) -> None:
                    help="on Ctrl-C/SIGTERM, seconds to let runs checkpoint before killing them "
                    "(default: %(default)s; a second Ctrl-C kills at once)")
     p.add_argument("--force", action="store_true", help="allow grids over the size limit")
-    overrides_arg(p, "overrides applied to every run, e.g. train.steps=50")
+    overrides_arg(p, "overrides applied to every run, e.g. train.steps=50 (they make another "
+                  "experiment, in results/<name>+<key>=<value> unless --out; seeds come from "
+                  "the spec's seeds list, so seed=N is refused)")
     p.set_defaults(func=run_run)
 
 

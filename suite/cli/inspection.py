@@ -53,6 +53,10 @@ def _data(sub: argparse._SubParsersAction) -> None:
                    help="write a PNG grid of N examples")
     p.add_argument("--out", help="path of the --show PNG (default: TASK_examples.png)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--verify", action="store_true",
+                   help="decode every file of both splits with the loader's workers "
+                   "(data.num_workers) and list the unreadable ones; exit 1 if there are any "
+                   "(a run skips them, data.bad_examples=skip, and says so)")
     overrides_arg(p, "data.* overrides, e.g. data.index_dims=64,64")
     p.set_defaults(func=run_data)
 
@@ -62,6 +66,12 @@ def run_data(args: argparse.Namespace) -> int:
     from suite.data.inspect import load_task, render, show, summary
 
     ds = load_task(args.task, args.data_dir, cfg_lib.parse_overrides(args.overrides))
+    if args.verify:
+        from suite.data.inspect import render_verify, verify
+
+        bad, checked = verify(ds)
+        print(render_verify(bad, checked, ds.config.num_workers))
+        return 1 if bad else 0
     info = summary(ds)
     print(json.dumps(info, indent=2) if args.json else render(info))
     if args.show:

@@ -20,6 +20,7 @@ Optimizer = Literal["lamb", "adamw", "sgd"]
 Schedule = Literal["constant", "step", "constant_cosine", "cosine"]
 Loss = Literal["softmax", "sigmoid"]
 Precision = Literal["float32", "bfloat16"]
+BadExamples = Literal["skip", "fail"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +86,8 @@ class DataConfig:
     randaugment_magnitude: int = 5  # their strength, 0..10 (paper: 5)
     permutation: Permutation = "none"  # one fixed permutation of input items (Table 2)
     permutation_seed: int = 0
+    bad_examples: BadExamples = "skip"  # an unreadable file: replaced and counted, or fatal
+    max_bad_fraction: float = 0.01  # stop a run once more of a split's files are unreadable
     num_workers: int = 0  # grain worker processes; 0 loads in the main process
     prefetch: int = 2  # batches buffered per worker
 

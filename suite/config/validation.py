@@ -7,6 +7,7 @@ the command line can print it as one line.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from typing import Any, Literal
 
@@ -14,6 +15,8 @@ from suite.config.schema import SECTIONS, Config, DataConfig, ModelConfig, Train
 from suite.config.schema import section_types as _types
 from suite.errors import ConfigError
 from suite.tasks import TASKS
+
+MAX_SEED = 2**32  # seeds are uint32 for numpy's and JAX's generators alike
 
 
 def resolve(config: Config) -> Config:
@@ -79,13 +82,36 @@ def validate(config: Config) -> None:
             if typing.get_origin(tp) is Literal and getattr(obj, name) not in typing.get_args(tp):
                 raise ConfigError(
                     f"{section}.{name}={getattr(obj, name)!r} is not {describe_type(tp)}")
-    _require(config.seed >= 0, f"seed={config.seed} must be >= 0")
+    _require(0 <= config.seed < MAX_SEED, f"seed={config.seed} must be in 0..{MAX_SEED - 1}")
+    _require(0 <= config.data.permutation_seed < MAX_SEED,
+             f"data.permutation_seed={config.data.permutation_seed} must be in "
+             f"0..{MAX_SEED - 1}")
+    _finite(config)
+    if config.data.data_dir is not None:
+        try:
+            config.data.data_dir.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError(f"data.data_dir={config.data.data_dir!r} is not valid UTF-8 (a "
+                              "results folder could not record it); rename the folder") from None
     _require(not TASKS[config.data.task].multi_label or config.train.loss == "sigmoid",
              f"data.task={config.data.task!r} has several labels per example: it needs "
              f"train.loss='sigmoid', not {config.train.loss!r}")
     _validate_model(config.model, config.data)
     _validate_data(config.data)
     _validate_train(config.train)
+
+
+def _finite(config: Config) -> None:
+    """No float knob is inf or nan (``train.learning_rate=inf`` parses as a float)."""
+    for section in SECTIONS:
+        obj = getattr(config, section)
+        for name in _types(type(obj)):
+            value = getattr(obj, name)
+            values = value if isinstance(value, tuple) else (value,)
+            for v in values:
+                if isinstance(v, float) and not math.isfinite(v):
+                    shown = list(value) if isinstance(value, tuple) else value
+                    raise ConfigError(f"{section}.{name}={shown!r} must be a finite number")
 
 
 def _validate_model(m: ModelConfig, d: DataConfig) -> None:
@@ -148,6 +174,8 @@ def _validate_data(d: DataConfig) -> None:
     _positive("data.eval_limit", d.eval_limit)
     _positive("data.permutation_seed", d.permutation_seed, allow_zero=True)
     _positive("data.num_workers", d.num_workers, allow_zero=True)
+    _require(0.0 <= d.max_bad_fraction < 1.0,
+             f"data.max_bad_fraction={d.max_bad_fraction} must be in [0, 1)")
     _positive("data.prefetch", d.prefetch)
     _positive("data.randaugment_layers", d.randaugment_layers, allow_zero=True)
     _require(0 <= d.randaugment_magnitude <= 10,

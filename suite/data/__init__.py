@@ -5,10 +5,11 @@ from suite.data.pipeline import (
     eval_batches,
     load,
     model_kwargs,
+    pop_bad,
     train_batches,
     train_eval_split,
 )
 from suite.data.sources import Split
 
-__all__ = ["Dataset", "Split", "eval_batches", "load", "model_kwargs", "train_batches",
+__all__ = ["Dataset", "Split", "eval_batches", "load", "model_kwargs", "pop_bad", "train_batches",
            "train_eval_split"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from suite.config import DataConfig
-from suite.data.images import ImageFiles, decode
+from suite.data.images import ImageFiles, decode_error
 from suite.data.sources import Split, data_dir, holdout, missing_error
 from suite.errors import DataError
 
@@ -42,6 +42,8 @@ def _folder_splits(cfg: DataConfig, exts: tuple[str, ...], read) -> tuple[Split,
         if unknown:
             raise DataError(f"{eval_dir}: classes {sorted(unknown)} are not in {train_dir}")
         return read(train_files, classes, cfg), read(eval_files, classes, cfg)
+    if train_dir.is_dir():  # train/ without val/: hold out from train/, not a class "train"
+        root = train_dir
     files = _class_folders(root, cfg, exts)
     return holdout(read(files, list(files), cfg), cfg.eval_fraction)
 
@@ -60,8 +62,11 @@ def _labelled(files: dict[str, list[Path]], classes: list[str],
 
 def _stream_images(files: dict[str, list[Path]], classes: list[str], cfg: DataConfig) -> Split:
     paths, labels = _labelled(files, classes, cfg)
-    for path in paths[:: max(1, len(paths) // 16)][:16]:  # a sample: fail now, not mid-run
-        decode(path, cfg.channels)
+    sample = paths[:: max(1, len(paths) // 16)][:16]  # fail now, not mid-run, on a wrong folder
+    errors = [e for e in map(lambda p: decode_error(p, cfg.channels), sample) if e]
+    if errors and (cfg.bad_examples == "fail" or len(errors) == len(sample)):
+        raise DataError(errors[0] if cfg.bad_examples == "fail" else
+                        f"none of {len(sample)} sampled files decodes; the first: {errors[0]}")
     return Split(ImageFiles(paths, cfg.index_dims, cfg.channels), labels)
 
 
@@ -78,7 +83,26 @@ def image_folder(cfg: DataConfig) -> tuple[Split, Split]:
 
 def _read_wavs(files: dict[str, list[Path]], classes: list[str], cfg: DataConfig) -> Split:
     paths, labels = _labelled(files, classes, cfg)
-    return Split(np.stack([_read_wav(p, cfg) for p in paths]), labels)
+    return read_clips(paths, labels, cfg)
+
+
+def read_clips(paths: list[Path], labels: np.ndarray, cfg: DataConfig) -> Split:
+    """WAV clips into memory. An unreadable one is a :class:`DataError` under
+    ``data.bad_examples="fail"``; under ``"skip"`` it is left out and recorded in
+    ``Split.skipped`` (the trainer names and counts it)."""
+    audio, kept, skipped = [], [], []
+    for i, path in enumerate(paths):
+        try:
+            audio.append(_read_wav(path, cfg))
+            kept.append(i)
+        except DataError as e:
+            if cfg.bad_examples == "fail":
+                raise
+            skipped.append((str(path), str(e)))
+    if not audio:
+        raise DataError(f"none of the {len(paths)} clips reads; the first: "
+                        f"{skipped[0][1] if skipped else 'no clips listed'}")
+    return Split(np.stack(audio), labels[kept], None, tuple(skipped))
 
 
 def _read_wav(path: Path, cfg: DataConfig) -> np.ndarray:
@@ -115,22 +139,12 @@ def wav_manifest(cfg: DataConfig) -> tuple[Split, Split]:
     """Multi-label clips: ``train.csv`` and ``eval.csv`` with a ``path,labels`` header,
     several labels per clip joined by ``;``. The classes are the sorted labels of the
     training manifest; labels become multi-hot vectors ``[n, data.num_classes]``."""
-    import csv
-
     root = data_dir(cfg)
     manifests = [root / "train.csv", root / "eval.csv"]
     for path in manifests:
         if not path.is_file():
             raise missing_error(cfg, path.name, root)
-    rows = []
-    for path in manifests:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            if not reader.fieldnames or {"path", "labels"} - set(reader.fieldnames):
-                raise DataError(f"{path}: expected a 'path,labels' header, found "
-                                f"{reader.fieldnames}")
-            rows.append([(r["path"], [t.strip() for t in r["labels"].split(";") if t.strip()])
-                         for r in reader])
+    rows = [_manifest_rows(path) for path in manifests]
     classes = sorted({label for _, labels in rows[0] for label in labels})
     if len(classes) > cfg.num_classes:
         raise DataError(f"{manifests[0]}: {len(classes)} labels but data.num_classes="
@@ -143,6 +157,32 @@ def wav_manifest(cfg: DataConfig) -> tuple[Split, Split]:
             if unknown:
                 raise DataError(f"{path}: label {unknown[0]!r} is not in train.csv")
             hot[i, [classes.index(t) for t in labels]] = 1.0
-        audio = np.stack([_read_wav(root / clip, cfg) for clip, _ in clips])
-        splits.append(Split(audio, hot))
+        splits.append(read_clips([root / clip for clip, _ in clips], hot, cfg))
     return splits[0], splits[1]
+
+
+def _manifest_rows(path: Path) -> list[tuple[str, list[str]]]:
+    """``(clip, labels)`` of each row of a ``path,labels`` manifest, checked."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or {"path", "labels"} - set(reader.fieldnames):
+                raise DataError(f"{path}: expected a 'path,labels' header, found "
+                                f"{reader.fieldnames}")
+            rows = []
+            for line, r in enumerate(reader, start=2):
+                labels = [t.strip() for t in (r["labels"] or "").split(";") if t.strip()]
+                if not (r["path"] or "").strip() or not labels:
+                    raise DataError(f"{path}: line {line} ({r['path'] or 'no path'}) has "
+                                    f"{'no labels' if r['path'] else 'no clip path'}")
+                rows.append((r["path"].strip(), labels))
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
+                        f"{e.start})") from None
+    except csv.Error as e:
+        raise DataError(f"{path}: not a readable CSV file ({e})") from None
+    if not rows:
+        raise DataError(f"{path}: lists no clips (a header and nothing under it)")
+    return rows

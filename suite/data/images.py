@@ -50,24 +50,68 @@ class ImageFiles:
         picks = np.linspace(0, len(self) - 1, min(limit, len(self))).astype(int)
         total, squares, count = np.zeros(self.channels), np.zeros(self.channels), 0
         for i in picks:  # one image at a time: memory stays flat
-            pixels = center_crop(self[int(i)], self.index_dims).reshape(-1, self.channels)
+            try:
+                image = self[int(i)]
+            except DataError:  # an unreadable file: the statistics come from the others
+                continue
+            pixels = center_crop(image, self.index_dims).reshape(-1, self.channels)
             total += pixels.sum(axis=0, dtype=np.float64)
             squares += np.square(pixels, dtype=np.float64).sum(axis=0)
             count += len(pixels)
+        if not count:
+            raise DataError(f"{self.paths[0].parent.parent}: none of {len(picks)} sampled "
+                            "image files decodes")
         mean = total / count
         return mean, np.sqrt(np.maximum(squares / count - mean**2, 1e-12))
 
 
 def decode(path: Path, channels: int) -> np.ndarray:
-    """One image file as uint8 ``[h, w, channels]`` at its own size."""
-    from PIL import Image, UnidentifiedImageError
+    """One image file as uint8 ``[h, w, channels]`` at its own size, whatever its format
+    says: EXIF orientation applied; 16-bit (``I;16``, ``I``) and float (``F``, taken as
+    0..1) pixels scaled to 0..255, not clipped; palette and alpha images composited on
+    white. Unreadable, truncated or oversized files (Pillow's decompression-bomb limit)
+    raise :class:`DataError` naming the file."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            arr = np.asarray(im.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as e:
+            im = ImageOps.exif_transpose(im)
+            arr = _to_uint8(im, channels)
+    except Image.DecompressionBombError as e:
+        raise DataError(f"{path}: over Pillow's pixel limit ({e})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise DataError(f"{path}: not a readable image ({e})") from None
     return arr.reshape(*arr.shape[:2], channels)
+
+
+def _to_uint8(im, channels: int) -> np.ndarray:
+    """A PIL image in any mode as uint8 grayscale (1 channel) or RGB (3)."""
+    from PIL import Image
+
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        x = np.asarray(im, dtype=np.float64)
+        if im.mode == "F":
+            x = x * 255.0  # float pixels: 0..1
+        elif im.mode.startswith("I;16") or x.max(initial=0) <= 65535:
+            x = x * (255.0 / 65535.0)  # 16-bit pixels (a 16-bit PNG opens as I;16 or I)
+        else:
+            x = x * (255.0 / 2**31)  # 32-bit integer pixels
+        gray = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+        return gray if channels == 1 else np.repeat(gray[..., None], 3, axis=-1)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(white, rgba)
+    return np.asarray(im.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+
+
+def decode_error(path: Path, channels: int) -> str | None:
+    """Why ``path`` does not decode, or None if it does."""
+    try:
+        decode(path, channels)
+    except DataError as e:
+        return str(e)
+    return None
 
 
 def _resize(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:

@@ -77,19 +77,45 @@ def load(cfg: DataConfig, seed: int = 0) -> Dataset:
     return Dataset(cfg, train, eval_, mean.astype(np.float32), std.astype(np.float32))
 
 
-class _Source:
-    """Random access to one split's examples as dicts (grain's data-source protocol)."""
+MAX_REPLACEMENTS = 64  # unreadable files in a row before a split is taken as broken
 
-    def __init__(self, split: Split):
+
+class _Source:
+    """Random access to one split's examples as dicts (grain's data-source protocol).
+
+    A streamed split (image files) decodes here, in the loader's threads or workers. An
+    unreadable file raises under ``data.bad_examples="fail"``; under ``"skip"`` the next
+    readable example of the split takes its place (the same one every time: resume stays
+    bit-identical) and the record says which index was bad (``bad``, -1 if none), for the
+    trainer to name and count it, and for evaluation to weigh it 0.
+    """
+
+    def __init__(self, split: Split, skip: bool = False):
         self.split = split
+        self.streamed = isinstance(split.inputs, ImageFiles)
+        self.skip = skip and self.streamed
 
     def __len__(self) -> int:
         return len(self.split)
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-        rec = {"inputs": self.split.inputs[i], "label": self.split.labels[i]}
+        i = j = int(i)
+        for _ in range(MAX_REPLACEMENTS):
+            try:
+                inputs = self.split.inputs[j]
+                break
+            except DataError:
+                if not self.skip:
+                    raise
+                j = (j + 1) % len(self.split)
+        else:
+            raise DataError(f"{MAX_REPLACEMENTS} unreadable files in a row from "
+                            f"{self.split.inputs.paths[i]}: is this an image folder?")
+        rec = {"inputs": inputs, "label": self.split.labels[j]}
         if self.split.positions is not None:
-            rec["positions"] = self.split.positions[i]
+            rec["positions"] = self.split.positions[j]
+        if self.streamed:
+            rec["bad"] = np.int32(-1 if j == i else i)
         return rec
 
 
@@ -135,6 +161,8 @@ class Transform:
             out["inputs"] = x
             if "positions" in rec:
                 out["positions"] = rec["positions"]
+        if "bad" in rec:  # which unreadable file this example stands in for (-1: none)
+            out["bad"] = rec["bad"]
         if self.perm is not None:  # after positions are attached (paper Table 2)
             flat = out["inputs"].reshape(len(self.perm), -1)
             out["inputs"] = flat[self.perm]
@@ -204,7 +232,7 @@ def train_batches(ds: Dataset, batch_size: int, seed: int, *, process: int = 0,
             f"train.batch_size={batch_size} is larger than the {len(ds.train)} training examples"
         )
     mds = (
-        grain.MapDataset.source(_Source(ds.train))
+        grain.MapDataset.source(_Source(ds.train, cfg.bad_examples == "skip"))
         .seed(seed)
         .shuffle()
         .repeat(None)
@@ -225,7 +253,8 @@ def eval_batches(ds: Dataset, batch_size: int, split: Split | None = None) -> gr
     """One pass over the eval split (or ``split``, e.g. a subset of the training split) in
     order, preprocessed as for evaluation (no augmentation); the last batch may be short."""
     mds = (
-        grain.MapDataset.source(_Source(ds.eval if split is None else split))
+        grain.MapDataset.source(_Source(ds.eval if split is None else split,
+                                        ds.config.bad_examples == "skip"))
         .map(_EvalTransform(Transform(ds, augment=False)))
         .batch(batch_size, drop_remainder=False)
     )
@@ -243,4 +272,12 @@ def train_eval_split(ds: Dataset, n: int | None, seed: int) -> Split | None:
 
 def model_kwargs(batch: dict[str, Any]) -> dict[str, Any]:
     """The model's keyword arguments from a batch (everything but the label)."""
-    return {k: v for k, v in batch.items() if k != "label"}
+    return {k: v for k, v in batch.items() if k not in ("label", "bad")}
+
+
+def pop_bad(batch: dict[str, Any]) -> np.ndarray | None:
+    """Take the streamed loader's ``bad`` column out of a host batch (before it goes to
+    the device): per example, the split index of the unreadable file it replaced, or -1;
+    None for a split that is not streamed."""
+    bad = batch.pop("bad", None)
+    return None if bad is None else np.asarray(bad)

@@ -19,8 +19,8 @@ import numpy as np
 
 from suite.config import DataConfig
 from suite.errors import DataError
+from suite.tasks import DATA_ENV
 
-DATA_ENV = "PERCEIVER_SUITE_DATA"  # root folder holding one sub-folder per task
 DEFAULT_DIRS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist"}  # Debian's package
 HOW_TO_GET = {
     "fashion_mnist": "install Debian's dataset-fashion-mnist or put the 4 IDX files there",
@@ -45,13 +45,14 @@ class Split:
     inputs: np.ndarray
     labels: np.ndarray
     positions: np.ndarray | None = None
+    skipped: tuple[tuple[str, str], ...] = ()  # (path, reason) of files dropped on reading
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def take(self, idx: np.ndarray | slice) -> Split:
         pos = None if self.positions is None else self.positions[idx]
-        return Split(self.inputs[idx], self.labels[idx], pos)
+        return Split(self.inputs[idx], self.labels[idx], pos, self.skipped)
 
 
 def data_dir(cfg: DataConfig) -> Path:
@@ -77,7 +78,8 @@ def holdout(split: Split, fraction: float, seed: int = 0) -> tuple[Split, Split]
     """Carve a deterministic eval split from a format that has none."""
     order = np.random.default_rng(seed).permutation(len(split))
     n_eval = max(1, int(round(fraction * len(split))))
-    return split.take(np.sort(order[n_eval:])), split.take(np.sort(order[:n_eval]))
+    held = split.take(np.sort(order[:n_eval]))  # files dropped on reading count once, as train
+    return split.take(np.sort(order[n_eval:])), dataclasses.replace(held, skipped=())
 
 
 def class_of(labels: np.ndarray) -> np.ndarray:

@@ -67,19 +67,33 @@ def default_workers(devices: Devices) -> int:
     return len(devices.ids) if devices.backend != "cpu" and devices.ids else 1
 
 
-def plan(devices: Devices, workers: int, cpus: list[int] | None = None) -> list[Slot]:
-    """``workers`` slots for these devices (fewer on CPU if there are fewer CPUs)."""
+def physical(ids: tuple[int, ...], variable: str,
+             environ: dict[str, str] | None = None) -> list[str]:
+    """JAX's local device ids as the names the parent process was given: JAX numbers the
+    devices it sees 0..n-1, so under ``CUDA_VISIBLE_DEVICES=2,3`` (a SLURM node without
+    cgroups) id 0 is GPU 2. Ids past the mask, or no mask, stay as they are."""
+    mask = (environ if environ is not None else os.environ).get(variable, "").strip()
+    names = [m.strip() for m in mask.split(",") if m.strip()] if mask else []
+    return [names[i] if i < len(names) else str(i) for i in ids]
+
+
+def plan(devices: Devices, workers: int, cpus: list[int] | None = None,
+         environ: dict[str, str] | None = None) -> list[Slot]:
+    """``workers`` slots for these devices (fewer on CPU if there are fewer CPUs);
+    ``environ``: the parent's environment (default: this process's)."""
     if devices.backend == "cpu" or not devices.ids:
         cpus = sorted(cpus if cpus is not None else os.sched_getaffinity(0))
         n = max(1, min(workers, len(cpus)))
         shares = [tuple(cpus[i::n]) for i in range(n)]
         return [Slot(s, {}, "cpus " + ",".join(map(str, s))) for s in shares]
     if devices.backend == "tpu":  # a chip cannot be shared between processes
-        return [_tpu_slot(devices.ids[i], i) for i in range(min(workers, len(devices.ids)))]
-    owners = [devices.ids[i % len(devices.ids)] for i in range(workers)]
+        chips = physical(devices.ids, "TPU_VISIBLE_CHIPS", environ)
+        return [_tpu_slot(chips[i], i) for i in range(min(workers, len(chips)))]
+    gpus = physical(devices.ids, "CUDA_VISIBLE_DEVICES", environ)
+    owners = [gpus[i % len(gpus)] for i in range(workers)]
     slots = []
     for device in owners:
-        env = {"CUDA_VISIBLE_DEVICES": str(device)}
+        env = {"CUDA_VISIBLE_DEVICES": device}
         label = f"{devices.backend} {device}"
         sharing = owners.count(device)
         if sharing > 1:
@@ -91,7 +105,7 @@ def plan(devices: Devices, workers: int, cpus: list[int] | None = None) -> list[
     return slots
 
 
-def _tpu_slot(chip: int, i: int) -> Slot:
-    return Slot(None, {"TPU_VISIBLE_CHIPS": str(chip), "TPU_CHIPS_PER_PROCESS_BOUNDS": "1,1,1",
+def _tpu_slot(chip: str, i: int) -> Slot:
+    return Slot(None, {"TPU_VISIBLE_CHIPS": chip, "TPU_CHIPS_PER_PROCESS_BOUNDS": "1,1,1",
                        "TPU_PROCESS_BOUNDS": "1,1,1", "TPU_PROCESS_PORT": str(8476 + i)},
                 f"tpu {chip}")

@@ -28,6 +28,7 @@ from typing import Any
 from suite import config as cfg_lib
 from suite.config import Config
 from suite.errors import ConfigError, SpecError
+from suite.tasks import chosen_location
 
 SECTIONS = ("fixed", "grid", "zip")
 TOP_KEYS = {"name", "description", "preset", "seeds", "report", *SECTIONS}
@@ -114,7 +115,7 @@ def _header(raw: dict[str, Any], path: Path) -> tuple[str, str, list[int]]:
         raise SpecError(f"{where}: name={name!r} must be a plain string (letters, digits, _.-; "
                         "'/' groups results, e.g. fashion_mnist/latents)")
     preset = raw.get("preset", cfg_lib.DEFAULT_PRESET)
-    if preset not in cfg_lib.PRESETS:
+    if not isinstance(preset, str) or preset not in cfg_lib.PRESETS:
         raise SpecError(f"{where}: preset={preset!r} is unknown; choose one of: "
                         f"{', '.join(cfg_lib.PRESETS)}")
     seeds = raw.get("seeds", [0])
@@ -189,11 +190,14 @@ def run_id(varied: dict[str, Any], config: Config) -> str:
 
     The hash covers the keys that differ from the schema's defaults, so a config field
     added in a later version (with a default that keeps the old behaviour) leaves the
-    ids of existing runs, and their resumable folders, unchanged.
+    ids of existing runs, and their resumable folders, unchanged; and the data location
+    ``$PERCEIVER_SUITE_DATA`` chose, where it chose one.
     """
-    digest = hashlib.sha256(
-        json.dumps(cfg_lib.non_default(config), sort_keys=True).encode()
-    ).hexdigest()[:8]
+    identity = cfg_lib.non_default(config)
+    location = chosen_location(config.data)
+    if location:  # $PERCEIVER_SUITE_DATA elsewhere: other data, other runs
+        identity["data.location"] = location
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
     parts = []
     for key, value in varied.items():
         short = key.rsplit(".", 1)[-1]
@@ -206,6 +210,10 @@ def run_id(varied: dict[str, Any], config: Config) -> str:
 def expand(spec: Spec, overrides: dict[str, Any] | None = None) -> list[Run]:
     """Every run of the spec (grid x zip x seeds), resolved and validated."""
     overrides = overrides or {}
+    if "seed" in overrides:
+        raise SpecError(f"{spec.path}: seed={overrides['seed']}: a spec's runs take their seeds "
+                        f"from its seeds = {list(spec.seeds)}; edit that list (or train one "
+                        "run with perceiver-suite train ... seed=N)")
     runs: list[Run] = []
     for point in points(spec):
         for seed in spec.seeds:

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from suite.config import Config
-from suite.errors import SuiteError
+from suite.errors import ConfigError, SuiteError
 from suite.models import build_model
 from suite.tasks import TASKS
 from suite.training import devices, sharding
@@ -173,6 +173,11 @@ def plan(config: Config, graphdef: nnx.GraphDef, state: Any, batch: dict[str, An
     return result
 
 
+def _multiple(size: int, devices: int) -> int:
+    """``size`` rounded down to a multiple of the mesh's devices (at least one each)."""
+    return max(devices, size - size % devices)
+
+
 def _check_train(config: Config, need: Memory, have: int, source: str) -> None:
     if need.total > have:
         raise DoesNotFit(
@@ -188,6 +193,9 @@ def _eval_plan(steps: Steps, state: Any, config: Config, have: int,
     size = config.train.eval_batch_size
     devices = sharding.make_mesh(config.train.mesh).devices.size if config.train.mesh else 1
     if size is not None:
+        if size % devices:
+            raise ConfigError(f"train.eval_batch_size={size} must be a multiple of the "
+                              f"{devices} devices of train.mesh={config.train.mesh!r}")
         compiled = compile_eval(steps, state, config, size)
         if Memory.of(compiled).total > have:
             raise DoesNotFit(
@@ -195,7 +203,7 @@ def _eval_plan(steps: Steps, state: Any, config: Config, have: int,
                 f"train.eval_batch_size={size}, {source} is {_gib(have)}; lower "
                 "train.eval_batch_size or leave it unset to choose one that fits")
         return compiled, Memory.of(compiled), size
-    size = max(MAX_EVAL_BATCH, devices)
+    size = _multiple(max(MAX_EVAL_BATCH, devices), devices)  # every device an equal share
     compiled = compile_eval(steps, state, config, size)
     need = Memory.of(compiled)
     if need.total > have:  # the state, plus memory per example: jump to the size that fits
@@ -203,13 +211,14 @@ def _eval_plan(steps: Steps, state: Any, config: Config, have: int,
                     for x in jax.tree.leaves(state))
         per_example = max(1.0, (need.total - fixed) / size)
         guess = int((have - fixed) // per_example)
-        size = max(devices, min(size // 2, 2 ** int(math.log2(guess))) if guess >= 1 else 1)
+        size = _multiple(min(size // 2, 2 ** int(math.log2(guess))) if guess >= 1 else 1,
+                         devices)
         while True:
             compiled = compile_eval(steps, state, config, size)
             need = Memory.of(compiled)
             if need.total <= have or size <= devices:
                 break
-            size //= 2
+            size = _multiple(size // 2, devices)
     if need.total > have:
         raise DoesNotFit(f"the eval step needs {_gib(need.total)} even at batch 1, {source} is "
                          f"{_gib(have)}; set model.cross_attention_chunk or "

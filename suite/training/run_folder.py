@@ -17,7 +17,14 @@ from typing import Any
 from suite import config as cfg_lib
 from suite.config import Config
 from suite.errors import CheckpointError, SuiteError
-from suite.files import append_jsonl, read_json, read_jsonl, write_json_atomic, write_text_atomic
+from suite.files import (
+    append_jsonl,
+    drop_torn_line,
+    read_json,
+    read_jsonl,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 CONFIG, METRICS, SUMMARY = "config.json", "metrics.jsonl", "summary.json"
 CHECKPOINTS = "checkpoints"
@@ -127,6 +134,10 @@ class MetricsLog:
 
     def rows(self) -> list[dict[str, Any]]:
         return read_jsonl(self.path)
+
+    def drop_torn(self) -> int:
+        """Drop a torn last line before anything is appended; the bytes dropped."""
+        return drop_torn_line(self.path)
 
     def append(self, row: dict[str, Any]) -> None:
         append_jsonl(self.path, row)

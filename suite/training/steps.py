@@ -101,9 +101,11 @@ class Steps:
 
 
 def evaluate(eval_step, state, ds: data_lib.Dataset, batch_size: int, *,
-             split: data_lib.Split | None = None, prefix: str = "eval") -> dict[str, float]:
+             split: data_lib.Split | None = None, prefix: str = "eval",
+             on_bad=None) -> dict[str, float]:
     """Loss and accuracy over the whole eval split, or over ``split`` (short last batch
-    padded, weighted 0), as ``{prefix}/loss`` etc.
+    padded, weighted 0), as ``{prefix}/loss`` etc. An example whose file did not read is
+    weighted 0 too, and ``on_bad(bad)`` told of it (``pipeline.pop_bad``).
 
     ``eval_step(state, batch, weight)``: ``Steps.eval_step`` or its compiled form.
     """
@@ -113,8 +115,14 @@ def evaluate(eval_step, state, ds: data_lib.Dataset, batch_size: int, *,
         n = batch["label"].shape[0]
         weight = np.zeros(batch_size, np.float32)
         weight[:n] = 1.0
+        bad = data_lib.pop_bad(batch)
+        if bad is not None and (bad >= 0).any():
+            weight[:n][bad >= 0] = 0.0
+            if on_bad is not None:
+                on_bad(bad)
+        kept = weight[:n] > 0
         if batch["label"].ndim == 2:
-            labels.append(batch["label"])
+            labels.append(batch["label"][kept])
         if n < batch_size:
             batch = {k: np.concatenate([v, np.repeat(v[-1:], batch_size - n, axis=0)])
                      for k, v in batch.items()}
@@ -122,7 +130,7 @@ def evaluate(eval_step, state, ds: data_lib.Dataset, batch_size: int, *,
         for k in totals:
             totals[k] += float(out[k])
         if labels:
-            scores.append(np.asarray(out["logits"])[:n])
+            scores.append(np.asarray(out["logits"])[:n][kept])
     result = {f"{prefix}/loss": totals["loss"] / totals["count"],
               f"{prefix}/accuracy": totals["correct"] / totals["count"]}
     if labels:

@@ -28,6 +28,7 @@ from flax import nnx
 from suite import data as data_lib
 from suite import fmt
 from suite.config import Config, flatten
+from suite.data.skips import BadData, SkipLog
 from suite.errors import CheckpointError
 from suite.models.flops import cost_of
 from suite.models.registry import build_model, count_params
@@ -35,6 +36,7 @@ from suite.training import devices, hosts, lock, preflight, stop
 from suite.training.checkpoint import Checkpointer
 from suite.training.figures import run_figures
 from suite.training.optim import optimizer as make_optimizer
+from suite.training.periodic import Every, Window
 from suite.training.run_folder import (
     CHECKPOINTS,
     MetricsLog,
@@ -50,44 +52,13 @@ from suite.training.steps import METRIC_KEYS, evaluate
 from suite.training.writers import JsonlWriter, TensorBoardWriter, Writers
 
 
-class Every:
-    """Due every ``n`` steps (never, if 0) and at the last step."""
+class EvaluationFailed(Exception):
+    """An evaluation at ``step`` raised; the run is failed, its checkpoints kept."""
 
-    def __init__(self, n: int, last: int):
-        self.n, self.last = n, last
-
-    def __call__(self, step: int) -> bool:
-        return step == self.last or (self.n > 0 and step % self.n == 0)
-
-
-class Window:
-    """Step metrics summed on the device between two log lines, and their timing.
-
-    ``count`` includes steps restored from a checkpoint (so logged means are exact);
-    ``timed`` counts only steps run in this process, and the clock pauses while
-    periodic actions (evaluation, checkpoints) run, so step time is step time.
-    """
-
-    def __init__(self, sums: dict | None = None, count: int = 0):
-        self.sums, self.count, self.last = sums, count, None
-        self.timed, self.elapsed, self.mark = 0, 0.0, time.perf_counter()
-
-    def add(self, metrics: dict) -> None:
-        self.sums = metrics if self.sums is None else jax.tree.map(jnp.add, self.sums, metrics)
-        self.count, self.timed, self.last = self.count + 1, self.timed + 1, metrics
-
-    def pause(self) -> None:
-        self.elapsed += time.perf_counter() - self.mark
-
-    def resume(self) -> None:
-        self.mark = time.perf_counter()
-
-    def seconds_per_step(self) -> float | None:
-        return self.elapsed / self.timed if self.timed else None
-
-    def host_sums(self) -> dict[str, float] | None:
-        return None if self.sums is None else \
-            {k: float(v) for k, v in jax.device_get(self.sums).items()}
+    def __init__(self, step: int, error: BaseException):
+        first = (str(error).strip().splitlines() or [""])[0][:300]
+        super().__init__(f"the evaluation at step {step} failed: {type(error).__name__}: "
+                         f"{first}")
 
 
 class Diverged(Exception):
@@ -139,6 +110,10 @@ class Trainer:
             processes=self.place.processes))
         self.ckpt = Checkpointer(self.workdir / CHECKPOINTS, t.keep_checkpoints)
         self.window = Window()
+        self.skips = SkipLog(config.data, lambda msg: self.log(f"{self.name}: {msg}"))
+        if self.place.primary and (torn := self.metrics.drop_torn()):
+            self.log(f"{self.name}: metrics.jsonl ended in a torn line ({torn} bytes, a kill "
+                     "mid-write); dropped it")
         restored = self.ckpt.restore_latest(self.state)
         if restored is not None:
             self.step, self.state = restored.step, restored.state
@@ -148,6 +123,7 @@ class Trainer:
             self.window = Window(None if acc is None else
                                  {k: jnp.asarray(np.float32(v)) for k, v in acc.items()},
                                  restored.meta["window"])
+            self.skips.restore(restored.meta.get("skipped"))
             if self.place.primary:
                 self.metrics.truncate_to(self.step)
             self.log(f"{self.name}: resuming from step {self.step}")
@@ -160,7 +136,9 @@ class Trainer:
         if t.tensorboard and self.place.primary:
             writers.append(TensorBoardWriter(self.workdir, self.step))
         self.writer = Writers(*writers)  # only process 0 writes the run folder's files
-        self.pending = self.place.train_batch(next(self.train_iter))
+        self.skips.dropped(self.ds.train, "train")
+        self.skips.dropped(self.ds.eval, "eval")
+        self.pending = self._next_batch()
         if preflight.like(self.pending) != spec:  # the pipeline's batch is the truth
             self.compiled, _, _ = preflight.compile_train(self.steps, self.state, self.pending)
         self.step_flops = cost_of(self.compiled)["flops"]
@@ -183,16 +161,19 @@ class Trainer:
 
     def loop(self) -> dict[str, Any]:
         t = self.t
-        actions = [(Every(t.log_every, t.steps), self._log),
-                   (Every(t.eval_every, t.steps), self._evaluate),
-                   (Every(t.checkpoint_every, t.steps), self._checkpoint)]
+        evaluating = Every(t.eval_every, t.steps)  # after the checkpoint: a failed
+        actions = [(Every(t.log_every, t.steps), self._log),  # evaluation costs no steps
+                   (Every(t.checkpoint_every, t.steps), self._checkpoint),
+                   (evaluating, self._evaluate)]
+        if self.step and evaluating(self.step) and not any(  # killed while evaluating
+                r.get("step") == self.step and "eval/accuracy" in r for r in self.metrics.rows()):
+            self._evaluate()
         self.log(f"{self.name}: training from step {self.step} to {t.steps}")
         self._open_bar()
         self.window.resume()
         with stop.deferred():
             while self.step < t.steps:
-                batch = self.place.train_batch(next(self.train_iter)) if self.pending is None \
-                    else self.pending
+                batch = self._next_batch() if self.pending is None else self.pending
                 self.pending = None
                 self.state, metrics = self.compiled(self.state, batch)
                 self.step += 1
@@ -242,16 +223,24 @@ class Trainer:
 
     def _evaluate(self) -> None:
         """The eval split, and the fixed training subset the same way (``train_eval/``):
-        what the model fits, not the augmented, dropped-out training batches."""
-        place = self.place
+        what the model fits, not the augmented, dropped-out training batches. A failure
+        here is the run's (``EvaluationFailed``); its checkpoints stay."""
+        place, skips = self.place, self.skips
 
         def step(st, b, w):
             return self.plan.eval(st, place.eval_batch(b), place.eval_batch(w))
 
-        ev = evaluate(step, self.state, self.ds, self.plan.eval_batch_size)
-        if self.train_eval is not None:
-            ev.update(evaluate(step, self.state, self.ds, self.plan.eval_batch_size,
-                               split=self.train_eval, prefix="train_eval"))
+        try:
+            ev = evaluate(step, self.state, self.ds, self.plan.eval_batch_size,
+                          on_bad=lambda bad: skips.note(self.ds.eval, bad, "eval"))
+            if self.train_eval is not None:
+                ev.update(evaluate(step, self.state, self.ds, self.plan.eval_batch_size,
+                                   split=self.train_eval, prefix="train_eval",
+                                   on_bad=lambda bad: skips.note(self.train_eval, bad, "train")))
+        except BadData:
+            raise
+        except Exception as e:
+            raise EvaluationFailed(self.step, e) from e
         self.writer.write({"step": self.step, **ev})
         if not self.bar:
             fit = (f", train_eval acc {ev['train_eval/accuracy']:.4f}"
@@ -259,12 +248,19 @@ class Trainer:
             self.log(f"{self.name}: step {self.step} eval loss {ev['eval/loss']:.4f} "
                      f"acc {ev['eval/accuracy']:.4f}{fit}")
 
+    def _next_batch(self) -> dict[str, Any]:
+        """The next training batch on its devices; unreadable files it met are counted."""
+        batch = next(self.train_iter)
+        self.skips.note(self.ds.train, data_lib.pop_bad(batch), "train")
+        return self.place.train_batch(batch)
+
     def _checkpoint(self) -> None:
         # Between steps, when the iterator has yielded exactly the batches used.
         sums = self.sums if self.window.count else None
         self.ckpt.save(self.step, self.state, self.train_iter.get_state(), {
             "step": self.step, "window": self.window.count, "acc": sums,
             "wall_seconds": self.prior_wall + time.perf_counter() - self.wall_start,
+            "skipped": self.skips.state(),
         })
 
     def _open_bar(self) -> None:
@@ -298,8 +294,23 @@ class Trainer:
             **run_figures(self.config, self.step_flops, float(np.median(timed)) if timed else None,
                           self.plan, self.place),
             "wall_seconds": self.prior_wall + time.perf_counter() - self.wall_start,
+            "data_skipped": self.skips.summary(),
         }
         if self.place.primary:
+            write_summary(self.workdir, summary)
+        return summary
+
+    def failed(self, reason: str, failure: str) -> dict[str, Any]:
+        """Failed after setup (figures known) or in it (the reason alone); every
+        checkpoint stays, and the reason says where a retry resumes."""
+        saved = self.ckpt.steps() if getattr(self, "ckpt", None) is not None else []
+        reason += (f"; fix it and rerun with --retry-failed: it resumes from the checkpoint of "
+                   f"step {saved[-1]}" + (" and evaluates" if saved[-1] == self.t.steps else "")
+                   if saved else "")
+        if hasattr(self, "step_flops"):
+            return self.finish("failed", self.last_train, reason=reason, failure=failure)
+        summary = {"status": "failed", "failure": failure, "reason": reason, "metrics": {}}
+        if getattr(self, "place", None) is None or self.place.primary:
             write_summary(self.workdir, summary)
         return summary
 
@@ -351,6 +362,9 @@ def train_and_evaluate(
             return trainer.loop()
         except Diverged as e:
             return trainer.diverged(e.first_step)
+        except (EvaluationFailed, BadData) as e:
+            return trainer.failed(str(e), "evaluation" if isinstance(e, EvaluationFailed)
+                                  else "bad_data")
         except preflight.DoesNotFit as e:  # before any step: the reason is all that is written
             write_summary(workdir, {"status": "does_not_fit", "reason": str(e), "metrics": {}})
             raise preflight.DoesNotFit(f"{workdir}: does not fit: {e}") from None

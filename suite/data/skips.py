@@ -1,0 +1,87 @@
+"""Unreadable files met by a run (``data.bad_examples="skip"``): each named once, in the
+log, when first met; counted; kept in the checkpoint so a resumed run counts on; and a
+stop once a split's share of them passes ``data.max_bad_fraction``.
+
+Training replaces an unreadable example by the split's next readable one (the loader
+does, deterministically); evaluation leaves it out (weight 0). Files a reader drops
+while loading a split into memory (WAV clips) are counted here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from suite.config import DataConfig
+from suite.data.images import ImageFiles, decode_error
+from suite.data.sources import Split
+from suite.errors import DataError
+
+SHOWN = 20  # paths kept in summary.json
+
+
+class BadData(DataError):
+    """More of a split's files are unreadable than ``data.max_bad_fraction`` allows."""
+
+
+class SkipLog:
+    """``{path: (split, reason)}`` of the unreadable files met, and the examples they cost."""
+
+    def __init__(self, cfg: DataConfig, log: Callable[[str], None]):
+        self.cfg, self.log = cfg, log
+        self.files: dict[str, tuple[str, str]] = {}
+        self.examples = 0  # training examples replaced, evaluation examples left out
+
+    def dropped(self, split: Split, name: str) -> None:
+        """Files a reader dropped while loading ``split`` (``Split.skipped``)."""
+        for path, reason in split.skipped:
+            self._new(str(path), name, reason, "left out of the split")
+        self.check(split, name)
+
+    def note(self, split: Split, bad: np.ndarray | None, name: str) -> None:
+        """A batch's ``bad`` column (``pipeline.pop_bad``) from ``split``."""
+        if bad is None or not (bad >= 0).any():
+            return
+        assert isinstance(split.inputs, ImageFiles)
+        for i in bad[bad >= 0]:
+            self.examples += 1
+            path = str(split.inputs.paths[int(i)])
+            if path not in self.files:
+                reason = decode_error(split.inputs.paths[int(i)], split.inputs.channels)
+                self._new(path, name, reason or "unreadable in the loader",
+                          "the next readable example stands in" if name == "train" else
+                          "left out of the metric")
+        self.check(split, name)
+
+    def _new(self, path: str, name: str, reason: str, what: str) -> None:
+        self.files[path] = (name, reason)
+        self.log(f"skipped an unreadable {name} file, {what}: {reason}")
+
+    def check(self, split: Split, name: str) -> None:
+        """Stop (:class:`BadData`) once the split's unreadable share passes the limit."""
+        bad = sum(1 for s, _ in self.files.values() if s == name)
+        total = len(split) + len(split.skipped)
+        if total and bad / total > self.cfg.max_bad_fraction:
+            first = next(reason for s, reason in self.files.values() if s == name)
+            raise BadData(
+                f"{bad} of the {total} {name} files are unreadable ({bad / total:.1%}, over "
+                f"data.max_bad_fraction={self.cfg.max_bad_fraction:g}); the first: {first}; "
+                f"list them all with: perceiver-suite data {self.cfg.task} --verify"
+                + (f" data.data_dir={self.cfg.data_dir}" if self.cfg.data_dir else ""))
+
+    def state(self) -> dict[str, Any]:
+        return {"files": [[p, s, r] for p, (s, r) in self.files.items()],
+                "examples": self.examples}
+
+    def restore(self, state: dict[str, Any] | None) -> None:
+        if state:
+            self.files = {p: (s, r) for p, s, r in state.get("files", [])}
+            self.examples = int(state.get("examples", 0))
+
+    def summary(self) -> dict[str, Any]:
+        """``summary.json``'s ``data_skipped``: the files, the examples, the first paths."""
+        return {"files": len(self.files), "examples": self.examples,
+                "paths": list(self.files)[:SHOWN],
+                "reasons": [r for _, r in list(self.files.values())[:SHOWN]]}
