@@ -334,3 +334,18 @@ def test_the_data_location_the_environment_chose_is_part_of_a_runs_identity(
     monkeypatch.setenv("PERCEIVER_SUITE_DATA", str(tmp_path / "b"))
     there = spec_lib.expand(spec)[0].id
     assert len({plain, here, there}) == 3
+
+
+def test_an_unreadable_clip_is_left_out_at_load_and_counted_or_fatal(tmp_path):
+    root = write_manifest(tmp_path / "m", train="path,labels\nclip.wav,bell\nbad.wav,drum\n"
+                          "clip.wav,drum\n")
+    (root / "bad.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    cfg = C.build("digits", {"data.task": "wav_manifest", "data.data_dir": str(root),
+                             "data.index_dims": "512", "data.num_classes": 2,
+                             "train.loss": "sigmoid"}).data
+    ds = load(cfg)
+    assert len(ds.train) == 2 and [p for p, _ in ds.train.skipped] == [str(root / "bad.wav")]
+    with pytest.raises(DataError, match="bad.wav: not a readable PCM WAV file"):
+        load(C.build("digits", {"data.task": "wav_manifest", "data.data_dir": str(root),
+                                "data.index_dims": "512", "data.num_classes": 2,
+                                "train.loss": "sigmoid", "data.bad_examples": "fail"}).data)
