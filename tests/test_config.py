@@ -68,7 +68,7 @@ def test_config_round_trips_through_its_dict():
     ("train.steps", "0", "train.steps=0 must be > 0"),
     ("train.optimizer", "adam", "train.optimizer='adam' is not one of"),
     ("train.warmup_steps", "5000", "train.warmup_steps=5000 must be < train.steps=600"),
-    ("seed", "-1", "seed=-1 must be >= 0"),
+    ("seed", "-1", "seed=-1 must be in 0..4294967295"),
 ])
 def test_invalid_values_raise_config_error_naming_key_and_value(key, value, message):
     with pytest.raises(ConfigError, match=None) as err:

@@ -21,6 +21,8 @@ Schedule = Literal["constant", "step", "constant_cosine", "cosine"]
 Loss = Literal["softmax", "sigmoid"]
 Precision = Literal["float32", "bfloat16"]
 BadExamples = Literal["skip", "fail"]
+Decoder = Literal["average", "query"]
+Normalization = Literal["dataset", "imagenet"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +52,13 @@ class ModelConfig:
     position_combine: PosCombine = "concat"  # concat to inputs (paper) or add
     learned_pos_dim: int = 128  # width of learned position encodings (paper: 128)
     learned_pos_init_scale: float = 1.0  # std of learned position encodings (paper: 1.0)
+    # The output: the paper's average of the latents, or Perceiver IO's query decoder.
+    decoder: Decoder = "average"  # "query": a learned query cross-attends to the latents
+    decoder_queries: int = 1  # O, output queries (classification: 1)
+    decoder_query_dim: int | None = None  # E, their width; None: model.latent_dim (IO: 1024)
+    decoder_heads: int = 1  # heads of the decoder's cross-attention (IO: 1)
+    decoder_query_residual: bool = True  # IO ImageNet (Fourier): True
+    decoder_init_scale: float = 0.02  # std of the truncated-normal query (IO: 0.02)
     # Speed and memory (numbers unchanged up to float rounding; bfloat16 aside).
     precision: Precision = "float32"  # matmul compute dtype; params, LN, softmax stay f32
     cross_attention_chunk: int = 0  # >0: cross-attend over inputs in chunks (online softmax)
@@ -84,6 +93,10 @@ class DataConfig:
     augment: bool = False  # crop + flip (images), scale jitter (point clouds)
     randaugment_layers: int = 0  # image folders: RandAugment operations per image (paper: 4)
     randaugment_magnitude: int = 5  # their strength, 0..10 (paper: 5)
+    normalization: Normalization = "dataset"  # per-channel statistics of the training
+    # split, or "imagenet": the official fixed MEAN_RGB / STDDEV_RGB (imported weights)
+    mixup: float = 0.0  # MixUp's Beta(a, a) (0: off; Perceiver IO: 0.2)
+    cutmix: float = 0.0  # CutMix's Beta(a, a) (0: off; Perceiver IO: 1, a uniform ratio)
     permutation: Permutation = "none"  # one fixed permutation of input items (Table 2)
     permutation_seed: int = 0
     bad_examples: BadExamples = "skip"  # an unreadable file: replaced and counted, or fatal

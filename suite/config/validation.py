@@ -118,8 +118,14 @@ def _validate_model(m: ModelConfig, d: DataConfig) -> None:
     for name in ("num_latents", "latent_dim", "num_blocks", "num_cross_attends", "cross_heads",
                  "self_heads", "cross_qk_channels", "widening_factor", "latent_init_scale",
                  "fourier_bands", "learned_pos_dim", "learned_pos_init_scale", "num_layers",
-                 "hidden_dim", "patch_size"):
+                 "hidden_dim", "patch_size", "decoder_queries", "decoder_query_dim",
+                 "decoder_heads", "decoder_init_scale"):
         _positive(f"model.{name}", getattr(m, name))
+    _require(m.decoder == "average" or m.kind == "perceiver",
+             f"model.decoder={m.decoder!r} is the Perceiver's (Perceiver IO); model.kind="
+             f"{m.kind!r} has its own head")
+    _require(m.decoder == "query" or m.decoder_queries == 1,
+             f"model.decoder_queries={m.decoder_queries} needs model.decoder='query'")
     _positive("model.self_attends_per_block", m.self_attends_per_block, allow_zero=True)
     _positive("model.cross_attention_chunk", m.cross_attention_chunk, allow_zero=True)
     _require(0.0 <= m.dropout < 1.0, f"model.dropout={m.dropout} must be in [0, 1)")
@@ -174,6 +180,17 @@ def _validate_data(d: DataConfig) -> None:
     _positive("data.eval_limit", d.eval_limit)
     _positive("data.permutation_seed", d.permutation_seed, allow_zero=True)
     _positive("data.num_workers", d.num_workers, allow_zero=True)
+    _require(d.normalization == "dataset" or d.channels == 3,
+             f"data.normalization='imagenet' is for RGB inputs, not data.channels={d.channels}")
+    for name in ("mixup", "cutmix"):
+        _positive(f"data.{name}", getattr(d, name), allow_zero=True)
+    _require(not d.cutmix or (len(d.index_dims) == 2 and d.permutation == "none"
+                              and d.pos_dim is None),
+             f"data.cutmix={d.cutmix} pastes image boxes: it needs a 2-D image task without "
+             f"data.permutation (data.task={d.task!r}, data.permutation={d.permutation!r})")
+    _require(not d.mixup or d.pos_dim is None,
+             f"data.mixup={d.mixup} blends input values; data.task={d.task!r} has explicit "
+             "positions (point clouds), which it cannot blend")
     _require(0.0 <= d.max_bad_fraction < 1.0,
              f"data.max_bad_fraction={d.max_bad_fraction} must be in [0, 1)")
     _positive("data.prefetch", d.prefetch)

@@ -5,8 +5,8 @@ buffer, not by the data set (ImageNet's 1.28M images would need about 190 GB dec
 Training crops are Inception-style random-resized crops (8-100% of the area, aspect
 3/4-4/3) plus a horizontal flip, with optional RandAugment (paper: 4 layers at
 magnitude 5); the crop is resized to ``data.index_dims``, so position encodings are
-relative to the crop. Evaluation resizes the shorter side to ``size / 0.875`` and takes
-the centre crop.
+relative to the crop. Evaluation takes the official centre crop (0.875 of the shorter
+side, resized bicubically in float32).
 """
 
 from __future__ import annotations
@@ -123,12 +123,23 @@ def _resize(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 
 
 def center_crop(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """Resize the shorter side to ``size / 0.875`` (keeping the aspect), crop the centre."""
+    """The official evaluation crop ([DM] ``train/dataset.py``): the centred window of
+    0.875 (224 / (224 + 32)) of the shorter side, in the output's aspect ratio, resized
+    to ``hw`` bicubically in float32 without clamping the overshoots; ``[*hw, C]``."""
     h, w = img.shape[:2]
-    scale = max(hw[0], hw[1]) / EVAL_CROP / min(h, w)
-    resized = _resize(img, (max(hw[0], round(h * scale)), max(hw[1], round(w * scale))))
-    top, left = (resized.shape[0] - hw[0]) // 2, (resized.shape[1] - hw[1]) // 2
-    return resized[top:top + hw[0], left:left + hw[1]]
+    side = EVAL_CROP * min(h, w) / max(hw)
+    ch, cw = max(1, int(side * hw[0])), max(1, int(side * hw[1]))
+    top, left = (h - ch + 1) // 2, (w - cw + 1) // 2
+    return resize_float(img[top:top + ch, left:left + cw], hw)
+
+
+def resize_float(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Bicubic resize of each channel as float32 (as TensorFlow's: no clamping)."""
+    from PIL import Image
+
+    channels = [np.asarray(Image.fromarray(img[..., c].astype(np.float32)).resize(
+        (hw[1], hw[0]), Image.BICUBIC), dtype=np.float32) for c in range(img.shape[-1])]
+    return np.stack(channels, axis=-1)
 
 
 def random_resized_crop(img: np.ndarray, hw: tuple[int, int], rng: np.random.Generator,
@@ -146,7 +157,7 @@ def random_resized_crop(img: np.ndarray, hw: tuple[int, int], rng: np.random.Gen
             out = _resize(img[top:top + ch, left:left + cw], hw)
             break
     else:
-        out = center_crop(img, hw)
+        out = np.clip(np.rint(center_crop(img, hw)), 0, 255).astype(np.uint8)
     return out[:, ::-1] if rng.random() < 0.5 else out
 
 

@@ -24,6 +24,9 @@ from suite.data.sources import Split
 from suite.errors import DataError
 from suite.tasks import TASKS
 
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)  # [DM] train/dataset.py MEAN_RGB
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)  # STDDEV_RGB
+
 # grain's multi-process prefetch reads absl flags, which fail unless marked parsed.
 if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
@@ -68,7 +71,9 @@ def load(cfg: DataConfig, seed: int = 0) -> Dataset:
         train = train.take(sources.stratified(train, cfg.train_limit, seed))
     if cfg.eval_limit:
         eval_ = eval_.take(sources.stratified(eval_, cfg.eval_limit, seed))
-    if isinstance(train.inputs, ImageFiles):  # streamed: from a sample of centre crops
+    if cfg.normalization == "imagenet":  # the official constants, on 0..255 values ([DM])
+        mean, std = np.asarray(IMAGENET_MEAN), np.asarray(IMAGENET_STD)
+    elif isinstance(train.inputs, ImageFiles):  # streamed: from a sample of centre crops
         mean, std = train.inputs.stats()
     else:
         axes = tuple(range(train.inputs.ndim - 1))
@@ -203,6 +208,40 @@ class _RandomTransform(grain.transforms.RandomMap):
         return self.transform(rec, rng)
 
 
+class _MixBatch(grain.transforms.RandomMap):
+    """MixUp (Zhang et al., 2018) and CutMix (Yun et al., 2019) on a training batch:
+    each example is mixed with its partner in the reversed batch; with both on, the
+    first half gets MixUp and the second CutMix ([DM] ``my_mixup_cutmix``). Adds
+    ``mix_label`` (the partner's label) and ``mix_ratio`` (the share of the example's
+    own input) for the loss. The generator is grain's, so resume replays it exactly."""
+
+    def __init__(self, mixup: float, cutmix: float):
+        self.mixup, self.cutmix = mixup, cutmix
+
+    def random_map(self, batch, rng: np.random.Generator):
+        x, b = batch["inputs"], len(batch["label"])
+        partner = np.arange(b)[::-1]
+        out, ratio = x.copy(), np.ones(b, np.float32)
+        split = b // 2 if self.mixup and self.cutmix else (b if self.mixup else 0)
+        if split:
+            lam = rng.beta(self.mixup, self.mixup, size=split).astype(np.float32)
+            shape = (split,) + (1,) * (x.ndim - 1)
+            out[:split] = lam.reshape(shape) * x[:split] + \
+                (1 - lam.reshape(shape)) * x[partner[:split]]
+            ratio[:split] = lam
+        h, w = x.shape[1:3] if x.ndim == 4 else (0, 0)
+        for i in range(split, b):  # a box of area 1 - lam from the partner
+            lam = rng.beta(self.cutmix, self.cutmix)
+            cy, cx = rng.integers(0, h), rng.integers(0, w)
+            rh, rw = int(np.sqrt(1 - lam) * h), int(np.sqrt(1 - lam) * w)
+            y0, y1 = np.clip([cy - rh // 2, cy + rh // 2], 0, h)
+            x0, x1 = np.clip([cx - rw // 2, cx + rw // 2], 0, w)
+            out[i, y0:y1, x0:x1] = x[partner[i], y0:y1, x0:x1]
+            ratio[i] = 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
+        return {**batch, "inputs": out, "mix_label": batch["label"][partner],
+                "mix_ratio": ratio}
+
+
 class _EvalTransform(grain.transforms.Map):
     def __init__(self, transform: Transform):
         self.transform = transform
@@ -241,6 +280,8 @@ def train_batches(ds: Dataset, batch_size: int, seed: int, *, process: int = 0,
     if processes > 1:
         mds = mds[process::processes]
     mds = mds.batch(batch_size // processes, drop_remainder=True)
+    if cfg.mixup or cfg.cutmix:
+        mds = mds.random_map(_MixBatch(cfg.mixup, cfg.cutmix))
     it = mds.to_iter_dataset(read_options(cfg))
     if cfg.num_workers > 0:
         it = it.mp_prefetch(grain.MultiprocessingOptions(
@@ -270,9 +311,12 @@ def train_eval_split(ds: Dataset, n: int | None, seed: int) -> Split | None:
     return ds.train.take(sources.stratified(ds.train, n, seed))
 
 
+NOT_INPUTS = ("label", "bad", "mix_label", "mix_ratio")
+
+
 def model_kwargs(batch: dict[str, Any]) -> dict[str, Any]:
     """The model's keyword arguments from a batch (everything but the label)."""
-    return {k: v for k, v in batch.items() if k not in ("label", "bad")}
+    return {k: v for k, v in batch.items() if k not in NOT_INPUTS}
 
 
 def pop_bad(batch: dict[str, Any]) -> np.ndarray | None:

@@ -39,6 +39,8 @@ def analytic_flops(config: Config) -> dict[str, float]:
 
     cross-attend MACs = N D F + 2 M C F + 2 N M F + N F D + 2 w N D^2
     self-attend MACs  = 4 N D^2 + 2 N^2 D + 2 w N D^2
+    query decoder     = the cross-attend with O queries of E over N latents of D, F = D,
+                        w = 1 (Perceiver IO), then E x classes from the first query
     """
     m, d = config.model, config.data
     big_m = math.prod(d.index_dims)
@@ -60,9 +62,16 @@ def analytic_flops(config: Config) -> dict[str, float]:
         pos_width = p * ((1 if m.sine_only else 2) * m.fourier_bands + int(m.concat_pos))
         pos_macs = big_m * pos_width * d.channels
     head_macs = dim * d.num_classes
+    decoder_macs = 0
+    if m.decoder == "query":  # the same cross-attend: O queries of E over N latents of D
+        o, e = m.decoder_queries, m.decoder_query_dim or dim
+        decoder_macs = o * e * dim + 2 * n * dim * dim + 2 * o * n * dim + o * dim * e \
+            + 2 * o * e**2
+        head_macs = e * d.num_classes  # from the first query
     out = {
         "cross_attend": 2.0 * cross_macs * n_cross,
         "self_attend": 2.0 * self_macs * n_self,
+        "decoder": 2.0 * decoder_macs,
         "head": 2.0 * head_macs,
         "position": 2.0 * pos_macs,
     }

@@ -266,8 +266,9 @@ class CrossAttend(nnx.Module):
     def __init__(
         self, latent_dim: int, input_dim: int, channels: int, num_heads: int,
         widening_factor: int, dropout: float, *, rngs: nnx.Rngs, dtype: Any = None,
-        chunk: int = 0,
+        chunk: int = 0, query_residual: bool = True,
     ):
+        self.query_residual = query_residual  # the decoders' is optional ([DM] BasicDecoder)
         self.ln_q = nnx.LayerNorm(latent_dim, epsilon=LN_EPS, rngs=rngs)
         self.ln_kv = nnx.LayerNorm(input_dim, epsilon=LN_EPS, rngs=rngs)
         self.attn = Attention(latent_dim, input_dim, channels, latent_dim, num_heads, rngs=rngs,
@@ -295,7 +296,7 @@ class CrossAttend(nnx.Module):
             attended = self._streamed(self.ln_q(z), x)
         else:
             attended = self.attn(self.ln_q(z), self.ln_kv(x))
-        z = z + self.drop(attended)  # query residual
+        z = z + self.drop(attended) if self.query_residual else self.drop(attended)
         return z + self.drop(self.mlp(self.ln_mlp(z)))
 
     def _streamed(self, q_in: jax.Array, x: jax.Array) -> jax.Array:

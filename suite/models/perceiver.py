@@ -129,7 +129,10 @@ class Perceiver(nnx.Module):
                        dtype=dtype)
             for _ in range(n_self)
         ])
-        self.head = linear(m.latent_dim, num_classes, rngs=rngs, zero=True)  # [DM]: zero init
+        if m.decoder == "query":  # Perceiver IO: a learned query reads the latents
+            self.decoder = QueryDecoder(m, num_classes, rngs=rngs, dtype=dtype)
+        else:  # average the latents, then a zero-initialised linear layer ([DM])
+            self.head = linear(m.latent_dim, num_classes, rngs=rngs, zero=True)
 
     def __call__(
         self, inputs: jax.Array, positions: jax.Array | None = None, index: jax.Array | None = None
@@ -146,6 +149,8 @@ class Perceiver(nnx.Module):
             else:
                 for _ in range(repeats):
                     z = self._unit(unit, z, x)
+        if hasattr(self, "decoder"):
+            return self.decoder(z)
         return self.head(z.mean(axis=1))  # average, then project (paper v2)
 
     def _modules(self, unit: tuple[Step, ...]) -> tuple[nnx.Module, ...]:
@@ -206,6 +211,31 @@ class Perceiver(nnx.Module):
         z, _ = jax.lax.scan(jax.checkpoint(body) if self.remat else body, z,
                             jnp.arange(repeats + 1))
         return z
+
+
+class QueryDecoder(nnx.Module):
+    """Perceiver IO's classification decoder ([DM] ``ClassificationDecoder`` ->
+    ``BasicDecoder``): a trainable query array ``[O, E]`` cross-attends to the latents
+    ``z [B, N, D]`` (LayerNorms on both, q/k/v width D, ``decoder_heads`` heads, output
+    width E, the query residual optional, then LayerNorm + MLP + residual), and a linear
+    layer maps the first query's output to the logits ``[B, classes]``."""
+
+    def __init__(self, m: ModelConfig, num_classes: int, *, rngs: nnx.Rngs, dtype=None):
+        e = m.decoder_query_dim or m.latent_dim
+        init = nnx.initializers.truncated_normal(stddev=m.decoder_init_scale, lower=-2.0,
+                                                 upper=2.0)
+        self.query = nnx.Param(init(rngs.params(), (m.decoder_queries, e)))
+        if m.latent_dim % m.decoder_heads:
+            raise ConfigError(f"model.decoder_heads={m.decoder_heads} must divide the "
+                              f"decoder's q/k/v width, model.latent_dim={m.latent_dim}")
+        self.attend = CrossAttend(e, m.latent_dim, m.latent_dim, m.decoder_heads, 1, 0.0,
+                                  rngs=rngs, dtype=dtype,
+                                  query_residual=m.decoder_query_residual)
+        self.output = linear(e, num_classes, rngs=rngs)  # [DM] BasicDecoder: default init
+
+    def __call__(self, z: jax.Array) -> jax.Array:
+        q = jnp.broadcast_to(self.query[...], (z.shape[0], *self.query.shape)).astype(z.dtype)
+        return self.output(self.attend(q, z)[:, 0])  # 'bod' -> the first query 'bd'
 
 
 def _hoisted(cross: CrossAttend, x: jax.Array) -> tuple[jax.Array, jax.Array] | None:

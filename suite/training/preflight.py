@@ -92,7 +92,8 @@ def abstract_state(config: Config) -> tuple[nnx.GraphDef, Any]:
     return nnx.split(nnx.eval_shape(make))
 
 
-def batch_spec(config: Config, batch: int, *, label: bool = True) -> dict[str, Any]:
+def batch_spec(config: Config, batch: int, *, label: bool = True,
+               training: bool = True) -> dict[str, Any]:
     """The abstract batch the data pipeline yields for this config."""
     d = config.data
     m = math.prod(d.index_dims)
@@ -107,6 +108,9 @@ def batch_spec(config: Config, batch: int, *, label: bool = True) -> dict[str, A
         spec["label"] = jax.ShapeDtypeStruct((batch, d.num_classes), jnp.float32)
     elif label:
         spec["label"] = jax.ShapeDtypeStruct((batch,), jnp.int32)
+    if label and training and (d.mixup or d.cutmix):  # the partner's label, the share
+        spec["mix_label"] = spec["label"]
+        spec["mix_ratio"] = jax.ShapeDtypeStruct((batch,), jnp.float32)
     return spec
 
 
@@ -141,7 +145,8 @@ def compile_train(steps: Steps, state: Any, batch: dict[str, Any]) -> tuple[Any,
 
 def compile_eval(steps: Steps, state: Any, config: Config, size: int) -> Any:
     weight = jax.ShapeDtypeStruct((size,), jnp.float32)
-    return steps.eval_step.lower(state, batch_spec(config, size), weight).compile()
+    return steps.eval_step.lower(state, batch_spec(config, size, training=False),
+                                 weight).compile()
 
 
 def plan(config: Config, graphdef: nnx.GraphDef, state: Any, batch: dict[str, Any],

@@ -36,6 +36,9 @@ def loss_fn(model: nnx.Module, batch: dict[str, jax.Array], config: Config):
     """Mean loss over the batch (softmax or sigmoid cross-entropy), and the logits."""
     logits = model(**data_lib.model_kwargs(batch))
     targets = targets_of(batch["label"], logits.shape[-1])
+    if "mix_ratio" in batch:  # MixUp / CutMix: the two labels in the share of their inputs
+        r = batch["mix_ratio"].reshape(-1, *([1] * (targets.ndim - 1)))
+        targets = r * targets + (1 - r) * targets_of(batch["mix_label"], logits.shape[-1])
     if config.train.label_smoothing:
         targets = optax.smooth_labels(targets, config.train.label_smoothing)
     return _loss(logits, targets, config).mean(), logits
