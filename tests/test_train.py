@@ -16,7 +16,8 @@ from flax import nnx
 
 from suite import config as C
 from suite.files import read_jsonl
-from suite.training.trainer import load_state, train_and_evaluate
+from suite.training.inference import load_state
+from suite.training.trainer import train_and_evaluate
 
 SMALL = {
     "model.num_latents": 16, "model.latent_dim": 32, "model.self_heads": 2,

@@ -1,7 +1,7 @@
 """The ``perceiver-suite`` command line. Thin: parses, calls the library, prints.
 
 One module per group of commands (``inspection``, ``experiments``, ``reports``,
-``benchmarks``); each command is a pair, a function that adds its parser and one that
+``interop``, ``benchmarks``); each command is a pair, a function that adds its parser and one that
 runs it. User mistakes
 (``SuiteError``) print one line and exit 2; heavy imports (JAX) happen inside the
 commands so that ``--help`` is instant. Dotted ``key=value`` overrides may come
@@ -15,12 +15,18 @@ import os
 import sys
 from collections.abc import Sequence
 
-from suite.cli import benchmarks, experiments, inspection, reports  # noqa: F401  (they register)
+from suite.cli import (  # noqa: F401  (they register)
+    benchmarks,
+    experiments,
+    inspection,
+    interop,
+    reports,
+)
 from suite.cli.common import COMMANDS, EXIT_BUSY, EXIT_USER_ERROR, OVERRIDE
 from suite.errors import SuiteError
 
-ORDER = ["describe", "data", "devices", "presets", "train", "run", "report", "compare", "bench",
-         "scaling"]
+ORDER = ["describe", "data", "devices", "presets", "train", "run", "report", "compare",
+         "import_official", "evaluate", "predict", "bench", "scaling"]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

@@ -21,17 +21,29 @@ def overrides_arg(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help=help)
 
 
-def config_args(p: argparse.ArgumentParser) -> None:
+def config_args(p: argparse.ArgumentParser, folder: bool = False) -> None:
+    """``--preset`` and overrides; ``folder``: a run folder's config.json is the default."""
     from suite.config import DEFAULT_PRESET, PRESETS
 
-    p.add_argument("--preset", default=DEFAULT_PRESET, metavar="NAME",
-                   help=f"starting config (default: {DEFAULT_PRESET}); one of: "
-                   f"{', '.join(PRESETS)}")
+    default = (f"the run folder's config.json if it has one (and no overrides are given), "
+               f"else {DEFAULT_PRESET}") if folder else DEFAULT_PRESET
+    p.add_argument("--preset", default=None if folder else DEFAULT_PRESET, metavar="NAME",
+                   help=f"starting config (default: {default}); one of: {', '.join(PRESETS)}")
     overrides_arg(p, "dotted config overrides, e.g. model.num_latents=64 train.steps=100")
 
 
-def config_from(args: argparse.Namespace):
+def config_from(args: argparse.Namespace, workdir: str | None = None):
+    """The config the command line names; with neither a preset nor overrides, that of
+    ``workdir`` (a folder from a run or from ``import-official``) if it has one."""
+    from pathlib import Path
+
     from suite import config as cfg_lib
 
+    if args.preset is None:
+        if workdir and not args.overrides and (Path(workdir) / "config.json").exists():
+            from suite.files import read_json
+
+            return cfg_lib.from_dict(read_json(Path(workdir) / "config.json"))
+        return cfg_lib.build(cfg_lib.DEFAULT_PRESET, cfg_lib.parse_overrides(args.overrides))
     return cfg_lib.build(args.preset, cfg_lib.parse_overrides(args.overrides))
 

@@ -28,8 +28,9 @@ def _train(sub: argparse._SubParsersAction) -> None:
         "the same command resumes from the newest intact checkpoint, bit-identically. "
         "SIGTERM/SIGINT save a checkpoint and stop (exit 128+signal). The folder is locked "
         "while training: a second command on it exits with status 3. A checkpoint of "
-        "another model structure stops with status 2 and is left where it is.")
-    config_args(p)
+        "another model structure stops with status 2 and is left where it is. In a folder "
+        "from import-official, `train --workdir DIR` fine-tunes the imported weights.")
+    config_args(p, folder=True)
     p.add_argument("--workdir", required=True, help="the run folder")
     p.add_argument("--coordinator", metavar="HOST:PORT",
                    help="multi-host training: the address of process 0 (with --num-processes "
@@ -50,7 +51,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     several = hosts.initialize(args.coordinator, args.num_processes, args.process_id)
     try:
-        summary = train_and_evaluate(config_from(args), args.workdir,
+        summary = train_and_evaluate(config_from(args, args.workdir), args.workdir,
                                      retry_failed=args.retry_failed)
     except BaseException as e:  # one host's failure ends every host, with its reason
         if not several:

@@ -29,12 +29,12 @@ from suite import data as data_lib
 from suite import fmt
 from suite.config import Config, flatten
 from suite.data.skips import BadData, SkipLog
-from suite.errors import CheckpointError
 from suite.models.flops import cost_of
 from suite.models.registry import build_model, count_params
 from suite.training import devices, hosts, lock, preflight, stop
 from suite.training.checkpoint import Checkpointer
 from suite.training.figures import run_figures
+from suite.training.official import FRESH_DATA
 from suite.training.optim import optimizer as make_optimizer
 from suite.training.periodic import Every, Window
 from suite.training.run_folder import (
@@ -117,7 +117,8 @@ class Trainer:
         restored = self.ckpt.restore_latest(self.state)
         if restored is not None:
             self.step, self.state = restored.step, restored.state
-            self.train_iter.set_state(restored.data)
+            if restored.data != FRESH_DATA:  # imported weights start the data stream afresh
+                self.train_iter.set_state(restored.data)
             self.prior_wall = restored.meta["wall_seconds"]
             acc = restored.meta["acc"]
             self.window = Window(None if acc is None else
@@ -370,19 +371,3 @@ def train_and_evaluate(
             raise preflight.DoesNotFit(f"{workdir}: does not fit: {e}") from None
         finally:
             trainer.close()
-
-
-def load_state(config: Config, workdir: str | Path) -> tuple[nnx.Module, int]:
-    """The model from a run folder's newest intact checkpoint, and its step."""
-    model = build_model(config, rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))
-    opt = nnx.Optimizer(model, make_optimizer(config.train), wrt=nnx.Param)
-    graphdef, state = nnx.split((model, opt))
-    ckpt = Checkpointer(Path(workdir) / CHECKPOINTS, config.train.keep_checkpoints)
-    try:
-        restored = ckpt.restore_latest(state)
-    finally:
-        ckpt.close()
-    if restored is None:
-        raise CheckpointError(f"{workdir}: no readable checkpoint")
-    model, _ = nnx.merge(graphdef, restored.state)
-    return model, restored.step

@@ -1,0 +1,230 @@
+"""DeepMind's released Perceiver IO weights (and Hugging Face's port of them) -> a run folder.
+
+The released ``imagenet_fourier_position_encoding.pystate`` is a pickle of
+``{"params": {module path: {name: array}}, "state": {...}}`` (Haiku). A pickle can run
+code when loaded, so it is read by an unpickler that admits numpy arrays, dtypes and
+plain containers only: any other global is refused, naming it, before anything runs.
+Every official array maps to one parameter of the suite's Perceiver IO (``MAPPING``)
+with an exact shape check; arrays left over on either side are an error naming them.
+The config comes from the arrays' shapes (latents, widths, self-attends per block,
+bands, classes) over the ``imagenet_io`` preset for what shapes cannot tell (heads,
+blocks, the input grid); the folder gets ``config.json``, an Orbax checkpoint at step 0
+(a fresh optimizer) and ``imported.json`` saying where the weights came from, so
+``train`` there fine-tunes them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from suite import config as cfg_lib
+from suite.config import Config
+from suite.errors import SuiteError
+
+ALLOWED = {  # what a pickle of numpy arrays in dicts names, numpy 1 and 2 alike
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"),
+}
+ENCODER = "perceiver_encoder/~/"
+DECODER = "classification_decoder/~/basic_decoder/"
+LINEARS = {"attn/q": "attention/linear", "attn/k": "attention/linear_1",
+           "attn/v": "attention/linear_2", "attn/out": "attention/linear_3",
+           "mlp/fc1": "mlp/linear", "mlp/fc2": "mlp/linear_1"}
+CROSS = {**LINEARS, "ln_q": "layer_norm", "ln_kv": "layer_norm_1", "ln_mlp": "layer_norm_2"}
+SELF = {**LINEARS, "ln": "layer_norm", "ln_mlp": "layer_norm_1"}  # our path -> the official
+LEAF = {"kernel": "w", "bias": "b", "scale": "scale"}  # a LayerNorm's bias is its offset
+
+
+class OfficialFormatError(SuiteError):
+    """A checkpoint that is not (or not safely) in the released format."""
+
+
+class _Restricted(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in ALLOWED:
+            return super().find_class(module, name)
+        raise OfficialFormatError(f"{self.path}: refused: the pickle names {module}.{name}, "
+                                  "which could run code when loaded; only numpy arrays and "
+                                  "plain containers are read (nothing was executed)")
+
+
+def read_pickle(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    """``params`` of a released ``.pystate`` file, read without running any code."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise OfficialFormatError(f"{path}: cannot read ({e.strerror or e})") from None
+    reader = _Restricted(io.BytesIO(data))
+    reader.path = path
+    try:
+        raw = reader.load()
+    except OfficialFormatError:
+        raise
+    except Exception as e:  # a truncated or foreign file
+        raise OfficialFormatError(f"{path}: not a readable checkpoint pickle ({type(e).__name__}: "
+                                  f"{e})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("params"), dict):
+        raise OfficialFormatError(f"{path}: expected {{'params': {{module: {{name: array}}}}, "
+                                  f"'state': ...}}, found {type(raw).__name__} with keys "
+                                  f"{sorted(raw) if isinstance(raw, dict) else '-'}")
+    return {str(m): {str(k): np.asarray(v) for k, v in leaves.items()}
+            for m, leaves in raw["params"].items()}
+
+
+def official_key(path: str) -> tuple[str, str]:
+    """Our parameter path (``cross/0/attn/q/kernel``) -> (official module, array name)."""
+    parts = path.split("/")
+    if path == "latents":
+        return f"{ENCODER}trainable_position_encoding", "pos_embs"
+    if path == "decoder/query":
+        return f"{DECODER}~/trainable_position_encoding", "pos_embs"
+    if parts[:2] == ["decoder", "output"]:
+        return f"{DECODER}output", LEAF[parts[-1]]
+    if parts[0] == "cross" and parts[1] == "0":
+        prefix, inner, names = f"{ENCODER}cross_attention/", parts[2:], CROSS
+    elif parts[0] == "self_attends":
+        j = int(parts[1])
+        prefix, inner = f"{ENCODER}self_attention{'' if j == 0 else f'_{j}'}/", parts[2:]
+        names = SELF
+    elif parts[:2] == ["decoder", "attend"]:
+        prefix, inner, names = f"{DECODER}cross_attention/", parts[2:], CROSS
+    else:
+        raise OfficialFormatError(f"the official model has no parameter for {path}")
+    module = "/".join(inner[:-1])
+    if module not in names:
+        raise OfficialFormatError(f"the official model has no parameter for {path}")
+    leaf = "offset" if module.startswith("ln") and inner[-1] == "bias" else LEAF[inner[-1]]
+    return prefix + names[module], leaf
+
+
+def infer_config(params: dict[str, dict[str, np.ndarray]], base: Config,
+                 overrides: dict[str, Any]) -> Config:
+    """The suite's config of these arrays: shapes decide what they can (latents, widths,
+    self-attends per block, MLP widening, bands, queries, classes); ``base`` and
+    ``overrides`` the rest (heads, blocks, the input grid, the query residual)."""
+    def shape(module: str, name: str) -> tuple[int, ...]:
+        try:
+            return params[module][name].shape
+        except KeyError:
+            raise OfficialFormatError(f"no array {module}/{name}: not an official Perceiver IO "
+                                      "classifier (Fourier features)") from None
+
+    n, d = shape(f"{ENCODER}trainable_position_encoding", "pos_embs")
+    c, f = shape(f"{ENCODER}cross_attention/attention/linear_1", "w")
+    _, wd = shape(f"{ENCODER}cross_attention/mlp/linear", "w")
+    o, e = shape(f"{DECODER}~/trainable_position_encoding", "pos_embs")
+    _, classes = shape(f"{DECODER}output", "w")
+    selfs = {m for m in params if re.fullmatch(rf"{re.escape(ENCODER)}self_attention(_\d+)?/"
+                                               r"attention/linear", m)}
+    given = cfg_lib.apply_overrides(base, overrides)  # the input grid the overrides set
+    channels, pos_dim = given.data.channels, len(given.data.index_dims)
+    bands, rest = divmod(c - channels - pos_dim, 2 * pos_dim)  # C = ch + d (2K + 1)
+    if rest or bands < 1:
+        raise OfficialFormatError(f"inputs of {c} channels are not {channels} pixel channels "
+                                  f"and {pos_dim}-d Fourier features with their positions")
+    inferred = {"model.num_latents": n, "model.latent_dim": d, "model.num_cross_attends": 1,
+                "model.cross_qk_channels": None if f == c else f,
+                "model.widening_factor": wd // d, "model.self_attends_per_block": len(selfs),
+                "model.fourier_bands": bands, "model.decoder": "query",
+                "model.decoder_queries": o, "model.decoder_query_dim": None if e == d else e,
+                "data.num_classes": classes}
+    clash = [k for k in inferred if k in overrides and str(overrides[k]) != str(inferred[k])]
+    if clash:
+        raise OfficialFormatError(f"{clash[0]}={overrides[clash[0]]} contradicts the "
+                                  f"checkpoint's arrays ({clash[0]}={inferred[clash[0]]})")
+    return cfg_lib.apply_overrides(base, {**inferred, **overrides})
+
+
+def load_into(model: Any, params: dict[str, dict[str, np.ndarray]], where: str) -> int:
+    """Copy every official array into ``model``'s parameter of the same place; the number
+    copied. Shapes must match exactly; leftovers on either side are an error."""
+    import jax
+    from flax import nnx
+
+    state = nnx.state(model, nnx.Param)
+    flat = jax.tree_util.tree_flatten_with_path(state)[0]
+    used: set[tuple[str, str]] = set()
+    copied, missing = {}, []
+    for keys, leaf in flat:
+        path = "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in keys)
+        path = path.removesuffix("/.value").removesuffix("/value")
+        module, name = official_key(path)
+        array = params.get(module, {}).get(name)
+        if array is None:
+            missing.append(f"{module}/{name} (for {path})")
+            continue
+        if tuple(array.shape) != tuple(leaf.shape):
+            raise OfficialFormatError(f"{where}: {module}/{name} is {list(array.shape)}, the "
+                                      f"model's {path} is {list(leaf.shape)}")
+        used.add((module, name))
+        copied[path] = np.asarray(array, dtype=np.float32)
+    left = sorted(f"{m}/{k}" for m, leaves in params.items() for k in leaves
+                  if (m, k) not in used)
+    if missing or left:
+        what = (f"the checkpoint lacks {missing[0]}" if missing else
+                f"the model has no place for {left[0]}")
+        more = len(missing) + len(left) - 1
+        raise OfficialFormatError(f"{where}: {what}" + (f" (and {more} more)" if more else ""))
+
+    def put(keys, leaf):
+        path = "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in keys)
+        return jax.numpy.asarray(copied[path.removesuffix("/.value").removesuffix("/value")])
+
+    nnx.update(model, jax.tree_util.tree_map_with_path(put, state))
+    return len(copied)
+
+
+@dataclasses.dataclass(frozen=True)
+class Imported:
+    config: Config
+    arrays: int
+    sha256: str
+
+
+def import_official(path: Path, workdir: Path, base: Config,
+                    overrides: dict[str, Any], params: dict | None = None) -> Imported:
+    """Write a run folder at ``workdir`` holding ``path``'s weights at step 0."""
+    from flax import nnx
+
+    from suite.files import write_json_atomic
+    from suite.models.registry import build_model
+    from suite.training.checkpoint import Checkpointer
+    from suite.training.optim import optimizer
+    from suite.training.run_folder import CHECKPOINTS, write_config
+
+    workdir = Path(workdir).absolute()
+    if (workdir / CHECKPOINTS).exists() or (workdir / "config.json").exists():
+        raise OfficialFormatError(f"{workdir} already holds a run; import into a new folder")
+    params = read_pickle(path) if params is None else params
+    config = infer_config(params, base, overrides)
+    model = build_model(config, rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))
+    arrays = load_into(model, params, str(path))
+    state = nnx.state((model, nnx.Optimizer(model, optimizer(config.train), wrt=nnx.Param)))
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_config(workdir, config)
+    ckpt = Checkpointer(workdir / CHECKPOINTS, config.train.keep_checkpoints)
+    try:
+        ckpt.save(0, state, FRESH_DATA, {"step": 0, "window": 0, "acc": None,
+                                         "wall_seconds": 0.0, "imported": str(path)})
+    finally:
+        ckpt.close()
+    write_json_atomic(workdir / "imported.json", {
+        "source": str(Path(path).absolute()), "sha256": digest, "arrays": arrays,
+        "format": "DeepMind Perceiver IO pickle (Haiku params)",
+        "note": "step 0 holds the imported weights and a fresh optimizer; train here to "
+                "fine-tune them"})
+    return Imported(config, arrays, digest)
+
+
+FRESH_DATA = {"stream": "from the start"}  # a checkpoint whose data stream starts afresh
