@@ -107,6 +107,14 @@ def bench_peer(session: nox.Session) -> None:
     session.run("perceiver-suite", "bench", "--peer", *session.posargs, env=JOB_ENV)
 
 
+@nox.session(python=PYTHON, name="hf-fixture")
+def hf_fixture(session: nox.Session) -> None:
+    """Regenerate tests/fixtures/hf_perceiver/ from Hugging Face's own Perceiver (installed
+    here, never in the suite): a tiny random classifier and its logits."""
+    session.install("torch==2.13.0", "transformers>=4.45", "safetensors>=0.4", "numpy")
+    session.run("python", "tests/fixtures/hf_perceiver/make.py", env=JOB_ENV)
+
+
 @nox.session(python=PYTHON)
 def scaling(session: nox.Session) -> None:
     """Perceiver vs Transformer compute against input size: writes results/scaling/."""

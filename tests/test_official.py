@@ -6,6 +6,7 @@ pickle that would run code is refused before anything runs."""
 import json
 import pickle
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -219,3 +220,19 @@ def test_imported_weights_fine_tune_and_resume_like_any_run(pystate, tmp_path, c
     assert main(["evaluate", str(run)]) == 0
     line = json.loads(capsys.readouterr().out)
     assert line["step"] == 6 and line["eval/accuracy"] == first["metrics"]["eval/accuracy"]
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "hf_perceiver"
+
+
+@pytest.mark.skipif(not (FIXTURE / "model" / "model.safetensors").exists(),
+                    reason="the Hugging Face fixture is made by nox -s hf-fixture")
+def test_hugging_faces_format_imports_and_gives_its_own_logits(tmp_path):
+    base = C.build("imagenet_io", {})
+    done = import_official(FIXTURE / "model", tmp_path / "run", base,
+                           {"data.task": "synthetic"})
+    assert done.config.model.gelu_approximate is False  # the port's hidden_act="gelu"
+    inputs = np.load(FIXTURE / "inputs.npy")
+    ours = predict_arrays(tmp_path / "run", inputs)
+    np.testing.assert_allclose(ours, np.load(FIXTURE / "logits.npy"), rtol=0, atol=1e-4)
+    assert "safetensors" in json.loads((tmp_path / "run" / "imported.json").read_text())["format"]

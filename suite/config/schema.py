@@ -42,6 +42,7 @@ class ModelConfig:
     self_heads: int = 8  # heads of each latent self-attention
     cross_qk_channels: int | None = None  # q/k/v width F of cross-attends; None: input C
     widening_factor: int = 1  # MLP hidden width = widening_factor x width (paper: 1)
+    gelu_approximate: bool = True  # the MLPs' GELU: tanh approximation (official) or exact
     dropout: float = 0.0  # paper v2: no dropout
     latent_init_scale: float = 0.02  # std of the truncated-normal latent array
     position_encoding: PosEncoding = "fourier"

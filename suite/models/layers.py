@@ -240,14 +240,18 @@ class Attention(nnx.Module):
 
 
 class MLP(nnx.Module):
-    """Linear(D -> wD) -> GELU (tanh approximation, as jax.nn.gelu) -> Linear(wD -> D)."""
+    """Linear(D -> wD) -> GELU -> Linear(wD -> D). The GELU is the tanh approximation
+    (``jax.nn.gelu``, the official code's) unless ``approximate`` is off (the exact erf
+    form, Hugging Face's port's ``hidden_act="gelu"``)."""
 
-    def __init__(self, dim: int, widening_factor: int, *, rngs: nnx.Rngs, dtype: Any = None):
+    def __init__(self, dim: int, widening_factor: int, *, rngs: nnx.Rngs, dtype: Any = None,
+                 approximate: bool = True):
         self.fc1 = linear(dim, dim * widening_factor, rngs=rngs, dtype=dtype)
         self.fc2 = linear(dim * widening_factor, dim, rngs=rngs, dtype=dtype)
+        self.approximate = approximate
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self.fc2(jax.nn.gelu(self.fc1(x)))
+        return self.fc2(jax.nn.gelu(self.fc1(x), approximate=self.approximate))
 
 
 class Residual(nnx.Module):
@@ -266,7 +270,7 @@ class CrossAttend(nnx.Module):
     def __init__(
         self, latent_dim: int, input_dim: int, channels: int, num_heads: int,
         widening_factor: int, dropout: float, *, rngs: nnx.Rngs, dtype: Any = None,
-        chunk: int = 0, query_residual: bool = True,
+        chunk: int = 0, query_residual: bool = True, gelu_approximate: bool = True,
     ):
         self.query_residual = query_residual  # the decoders' is optional ([DM] BasicDecoder)
         self.ln_q = nnx.LayerNorm(latent_dim, epsilon=LN_EPS, rngs=rngs)
@@ -275,7 +279,8 @@ class CrossAttend(nnx.Module):
                               dtype=dtype)
         self.chunk = chunk  # > 0: attend to the inputs a chunk at a time (_streamed)
         self.ln_mlp = nnx.LayerNorm(latent_dim, epsilon=LN_EPS, rngs=rngs)
-        self.mlp = MLP(latent_dim, widening_factor, rngs=rngs, dtype=dtype)
+        self.mlp = MLP(latent_dim, widening_factor, rngs=rngs, dtype=dtype,
+                       approximate=gelu_approximate)
         self.drop = Residual(dropout, rngs=rngs)
 
     def streams(self, x: jax.Array) -> bool:
@@ -330,12 +335,12 @@ class SelfAttend(nnx.Module):
 
     def __init__(
         self, dim: int, num_heads: int, widening_factor: int, dropout: float, *, rngs: nnx.Rngs,
-        dtype: Any = None,
+        dtype: Any = None, gelu_approximate: bool = True,
     ):
         self.ln = nnx.LayerNorm(dim, epsilon=LN_EPS, rngs=rngs)
         self.attn = Attention(dim, dim, dim, dim, num_heads, rngs=rngs, dtype=dtype)
         self.ln_mlp = nnx.LayerNorm(dim, epsilon=LN_EPS, rngs=rngs)
-        self.mlp = MLP(dim, widening_factor, rngs=rngs, dtype=dtype)
+        self.mlp = MLP(dim, widening_factor, rngs=rngs, dtype=dtype, approximate=gelu_approximate)
         self.drop = Residual(dropout, rngs=rngs)
 
     def __call__(self, z: jax.Array) -> jax.Array:

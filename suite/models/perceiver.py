@@ -121,12 +121,13 @@ class Perceiver(nnx.Module):
         dtype = COMPUTE_DTYPES[m.precision]
         self.cross = nnx.List([
             CrossAttend(m.latent_dim, c, f, m.cross_heads, m.widening_factor, m.dropout,
-                        rngs=rngs, dtype=dtype, chunk=m.cross_attention_chunk)
+                        rngs=rngs, dtype=dtype, chunk=m.cross_attention_chunk,
+                        gelu_approximate=m.gelu_approximate)
             for _ in range(n_cross)
         ])
         self.self_attends = nnx.List([
             SelfAttend(m.latent_dim, m.self_heads, m.widening_factor, m.dropout, rngs=rngs,
-                       dtype=dtype)
+                       dtype=dtype, gelu_approximate=m.gelu_approximate)
             for _ in range(n_self)
         ])
         if m.decoder == "query":  # Perceiver IO: a learned query reads the latents
@@ -230,7 +231,8 @@ class QueryDecoder(nnx.Module):
                               f"decoder's q/k/v width, model.latent_dim={m.latent_dim}")
         self.attend = CrossAttend(e, m.latent_dim, m.latent_dim, m.decoder_heads, 1, 0.0,
                                   rngs=rngs, dtype=dtype,
-                                  query_residual=m.decoder_query_residual)
+                                  query_residual=m.decoder_query_residual,
+                                  gelu_approximate=m.gelu_approximate)
         self.output = linear(e, num_classes, rngs=rngs)  # [DM] BasicDecoder: default init
 
     def __call__(self, z: jax.Array) -> jax.Array:

@@ -28,6 +28,7 @@ import numpy as np
 from suite import config as cfg_lib
 from suite.config import Config
 from suite.errors import SuiteError
+from suite.training import hf_format
 
 ALLOWED = {  # what a pickle of numpy arrays in dicts names, numpy 1 and 2 alike
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
@@ -205,12 +206,19 @@ def import_official(path: Path, workdir: Path, base: Config,
     workdir = Path(workdir).absolute()
     if (workdir / CHECKPOINTS).exists() or (workdir / "config.json").exists():
         raise OfficialFormatError(f"{workdir} already holds a run; import into a new folder")
-    params = read_pickle(path) if params is None else params
+    source, fmt = Path(path), "DeepMind Perceiver IO pickle (Haiku params)"
+    if hf_format.is_hf_folder(source):  # Hugging Face's port: its config says the rest
+        found, implied = hf_format.read_folder(source)
+        params = found if params is None else params
+        overrides = {**implied, **overrides}
+        source, fmt = source / "model.safetensors", "Hugging Face PerceiverForImageClassific" \
+            "ationFourier (safetensors)"
+    params = read_pickle(source) if params is None else params
     config = infer_config(params, base, overrides)
     model = build_model(config, rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))
     arrays = load_into(model, params, str(path))
     state = nnx.state((model, nnx.Optimizer(model, optimizer(config.train), wrt=nnx.Param)))
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
     workdir.mkdir(parents=True, exist_ok=True)
     write_config(workdir, config)
     ckpt = Checkpointer(workdir / CHECKPOINTS, config.train.keep_checkpoints)
@@ -221,7 +229,7 @@ def import_official(path: Path, workdir: Path, base: Config,
         ckpt.close()
     write_json_atomic(workdir / "imported.json", {
         "source": str(Path(path).absolute()), "sha256": digest, "arrays": arrays,
-        "format": "DeepMind Perceiver IO pickle (Haiku params)",
+        "format": fmt,
         "note": "step 0 holds the imported weights and a fresh optimizer; train here to "
                 "fine-tune them"})
     return Imported(config, arrays, digest)
