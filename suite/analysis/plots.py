@@ -54,10 +54,13 @@ def held_fixed(spec: ReportSpec) -> str:
     return "\n".join(textwrap.wrap(text, width=100))
 
 
-def save(fig: plt.Figure, path: Path, data: pd.DataFrame | None = None) -> list[Path]:
+def save(fig: plt.Figure, path: Path, data: pd.DataFrame | None = None,
+         layout: bool = True) -> list[Path]:
     """PNG, SVG and (with ``data``) the figure's CSV. No dates and fixed ids: a
-    regenerated report changes only where its figures do."""
-    fig.tight_layout()
+    regenerated report changes only where its figures do. ``layout=False``: the figure
+    is laid out already (a FacetGrid, whose legend sits beside its axes)."""
+    if layout:
+        fig.tight_layout()
     out = [path.with_suffix(".png"), path.with_suffix(".svg")]
     with plt.rc_context({"svg.hashsalt": "perceiver-suite"}):
         fig.savefig(out[0], dpi=120, metadata={"Software": None})
@@ -197,8 +200,9 @@ def metric_vs_knob(frame: pd.DataFrame, spec: ReportSpec, x: str, hue: str | Non
     title = f"{spec.metric} vs {short(x)}: mean over seeds ({seeds_text(data)}); {BARS}"
     grid.figure.suptitle("\n".join([*textwrap.wrap(title, width),
                                     *textwrap.wrap(held_fixed(spec), width)]), fontsize=9)
+    grid.tight_layout()
     return save(grid.figure, out_dir / f"{spec.metric.replace('/', '_')}_vs_{short(x)}",
-                data)
+                data, layout=False)
 
 
 def seeds_text(data: pd.DataFrame) -> str:
