@@ -99,7 +99,8 @@ def notes(spec: ReportSpec, agg: pd.DataFrame) -> list[str]:
 
 def write_report(out: Path, *, metric: str | None = None, rows: list[str] | None = None,
                  cols: list[str] | None = None, plots: bool = True,
-                 reference: dict[str, str] | None = None) -> dict[str, Path]:
+                 reference: dict[str, str] | None = None,
+                 attention: bool = False) -> dict[str, Path]:
     """Tables, plots and index.html into ``out/report/``. Returns the written paths."""
     out = Path(out)
     exp = experiment_lib.load(out)
@@ -122,6 +123,10 @@ def write_report(out: Path, *, metric: str | None = None, rows: list[str] | None
         from suite.analysis import plots as plots_lib
 
         figures = plots_lib.all_figures(frame, curves(out, frame), spec, report_dir)
+        if attention:  # each cell's cross-attention maps (the run folders' checkpoints)
+            from suite.analysis.attention import report_figures
+
+            figures += report_figures(out, frame, spec, report_dir)
         if len(agg) > plots_lib.MAX_CURVE_CELLS:
             said.append(f"No learning-curve figure: {len(agg)} cells are more lines than one "
                         f"figure can show ({plots_lib.MAX_CURVE_CELLS}); every run's curves "

@@ -26,7 +26,7 @@ from suite.cli.common import COMMANDS, EXIT_BUSY, EXIT_USER_ERROR, OVERRIDE
 from suite.errors import SuiteError
 
 ORDER = ["describe", "data", "devices", "presets", "train", "run", "report", "compare",
-         "import_official", "evaluate", "predict", "bench", "scaling"]
+         "import_official", "evaluate", "predict", "attention", "bench", "scaling"]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

@@ -1,4 +1,5 @@
-"""Commands that bring weights in and put them to use: import-official, evaluate, predict."""
+"""Commands that bring weights in and put them to use: import-official, evaluate, predict,
+attention."""
 
 from __future__ import annotations
 
@@ -112,4 +113,55 @@ def run_predict(args: argparse.Namespace) -> int:
     for row in inference.predict_images(Path(args.workdir), [Path(p) for p in args.images],
                                         args.top):
         print(row["path"] + ": " + ", ".join(f"{c} ({p:.1%})" for c, p in row["top"]))
+    return 0
+
+
+# --------------------------------------------------------------------------- attention
+
+
+@command
+def _attention(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "attention", help="cross-attention maps of a run folder's model for one example",
+        description="Compute, for one example, every latent's scaled pre-softmax "
+        "cross-attention logits (q.k/sqrt(c)) over the inputs at each cross-attend, with "
+        "the newest checkpoint of a run folder (trained or imported), in a separate "
+        "forward pass; write OUT/cross_attend_K.npy ([latents, *index_dims], or [heads, "
+        "...] with several heads; point clouds: [latents, points] and points.npy) and the "
+        "paper's figure (OUT/attention.png, .svg). Compute-only overrides are taken.")
+    p.add_argument("workdir", help="the run folder")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--inputs", help="a .npy array [B, *index_dims, C] (or one example)")
+    source.add_argument("--split", choices=("eval", "train"),
+                        help="an example of this split, through the evaluation transform")
+    p.add_argument("--example", type=int, default=0, help="which example (default: 0)")
+    p.add_argument("--cross-attend", type=int, nargs="+", metavar="K",
+                   help="cross-attends to map, 1-based in forward order (default: all)")
+    p.add_argument("--latents", type=int, nargs="+", metavar="I", default=[0],
+                   help="latents drawn one by one (default: 0); 16 more in an overview")
+    p.add_argument("--out", required=True, help="the folder to write")
+    overrides_arg(p, "compute-only overrides: model.cross_attention_chunk, model.precision, "
+                  "model.remat, model.scan_repeats")
+    p.set_defaults(func=run_attention)
+
+
+def run_attention(args: argparse.Namespace) -> int:
+    from suite import config as cfg_lib
+    from suite.analysis import attention
+    from suite.training.inference import folder_config, load_state
+
+    overrides = cfg_lib.parse_overrides(args.overrides)
+    attention.check_overrides(overrides)
+    workdir, out = Path(args.workdir), Path(args.out)
+    config = folder_config(workdir, overrides)
+    model, step = load_state(config, workdir)
+    example = attention.example_of(config, args.split,
+                                   Path(args.inputs) if args.inputs else None, args.example)
+    maps = attention.maps_for(model, config, example, args.cross_attend)
+    attention.write_maps(maps, example, out)
+    where = f"--inputs {args.inputs}" if args.inputs else f"{args.split} split"
+    attention.draw(maps, config, example, args.latents, out / "attention",
+                   f"{workdir.name}: step {step}, example {args.example} of the {where}")
+    print(attention.describe(maps, out))
+    print(f"wrote {out}/cross_attend_*.npy, attention.png, attention.svg", file=sys.stderr)
     return 0

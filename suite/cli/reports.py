@@ -29,6 +29,9 @@ def _report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", metavar="KEY=VALUE[,...]",
                    help="test every cell against this one (named by its varied keys, e.g. "
                    "model.num_latents=64) instead of against the best")
+    p.add_argument("--attention", action="store_true",
+                   help="add each cell's cross-attention maps (eval example 0, first and last "
+                   "cross-attend, the cell's lowest seed; needs the run folders' checkpoints)")
     overrides_arg(p, "with a spec: the overrides its run took, e.g. train.steps=50")
     p.set_defaults(func=run_report)
 
@@ -69,7 +72,7 @@ def run_report(args: argparse.Namespace) -> int:
     if not out.is_dir():
         raise SuiteError(f"{out}: no such results folder")
     written = write_report(out, metric=args.metric, rows=args.rows, cols=args.cols,
-                           reference=parse_reference(args.reference))
+                           reference=parse_reference(args.reference), attention=args.attention)
     print(f"wrote {len(written)} files to {out / 'report'}: "
           + ", ".join(sorted(p.name for p in written.values())))
     if any((out / "runs").glob("*/events.out.tfevents.*")):
