@@ -35,6 +35,9 @@ class TaskInfo:
     max_resolution: tuple[float, ...] | None = None
     multi_label: bool = False
     description: str = ""
+    # Several modalities: (name, (index_dims, channels)) each, fed as one input array
+    # per modality; the fields above then describe none of them.
+    modalities: tuple[tuple[str, tuple[tuple[int, ...], int]], ...] = ()
 
     @property
     def explicit_positions(self) -> bool:
@@ -72,4 +75,14 @@ TASKS: dict[str, TaskInfo] = {
         description="AudioSet-style raw audio: WAV clips listed in train.csv / eval.csv",
     ),
     "synthetic": TaskInfo((8, 8), 1, 10, description="tiny random data for tests/benchmarks"),
+    "video_folder": TaskInfo((8, 32, 32), 3, 10,
+                             description="one folder per class of video files (MP4, AVI, ...)"),
+    # A moving square and a tone: the label is the direction and the pitch together, so
+    # each modality alone tells half of it.
+    "shape_tone": TaskInfo((8, 16, 16), 3, 4, modalities=(
+        ("audio", ((4096,), 1)), ("video", ((8, 16, 16), 3))),
+        description="procedural audio+video: a moving square and a tone, 4 classes"),
+    "av_manifest": TaskInfo((8, 32, 32), 3, 10, multi_label=True, modalities=(
+        ("audio", ((16000,), 1)), ("video", ((8, 32, 32), 3))),
+        description="video and WAV clips with several labels each, in train.csv / eval.csv"),
 }

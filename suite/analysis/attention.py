@@ -60,7 +60,9 @@ def example_of(config: Config, split: str | None, inputs: Path | None, n: int
         raise SuiteError(f"--example {n}: the {split} split has {len(chosen)} examples")
     batch = next(iter(data_lib.eval_batches(ds, 1, chosen.take(np.arange(n, n + 1)))))
     data_lib.pop_bad(batch)
-    return {k: v[0] for k, v in batch.items() if k != "label"} | {"label": batch["label"][0]}
+    import jax
+
+    return jax.tree.map(lambda v: v[0], batch)  # the one example (each modality's too)
 
 
 def maps_for(model: Any, config: Config, example: dict[str, np.ndarray],
@@ -71,10 +73,24 @@ def maps_for(model: Any, config: Config, example: dict[str, np.ndarray],
 
     raw = cross_attention_maps(model, example["inputs"], example.get("positions"),
                                example.get("index"), which)
-    dims = () if config.data.pos_dim else tuple(config.data.index_dims)
+    if config.data.modalities:  # {K: {modality: [H, N, *its grid]}}
+        return {k: split_modalities(v, config) for k, v in raw.items()}
+    dims = () if config.data.pos_dim else tuple(model.adapter.index_dims)
     if not dims:
         return raw
     return {k: on_grid(v, dims, example.get("index")) for k, v in raw.items()}
+
+
+def split_modalities(logits: np.ndarray, config: Config) -> dict[str, np.ndarray]:
+    """``[H, N, M]`` over the concatenated modalities -> each modality's ``[H, N, *grid]``."""
+    from suite.config.layout import layouts
+
+    out, start = {}, 0
+    for lay in layouts(config):
+        out[lay.name] = logits[..., start:start + lay.items].reshape(*logits.shape[:2],
+                                                                     *lay.grid)
+        start += lay.items
+    return out
 
 
 def write_maps(maps: dict[int, np.ndarray], example: dict[str, np.ndarray],
@@ -84,11 +100,15 @@ def write_maps(maps: dict[int, np.ndarray], example: dict[str, np.ndarray],
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for k, m in maps.items():
-        path = out / f"cross_attend_{k}.npy"
-        np.save(path, m[0] if m.shape[0] == 1 else m)
+        for name, part in (m.items() if isinstance(m, dict) else [("", m)]):
+            path = out / (f"cross_attend_{k}_{name}.npy" if name else f"cross_attend_{k}.npy")
+            np.save(path, part[0] if part.shape[0] == 1 else part)
+            written.append(path)
+    inputs = example["inputs"]
+    for name, x in (inputs.items() if isinstance(inputs, dict) else [("", inputs)]):
+        path = out / (f"input_{name}.npy" if name else "input.npy")
+        np.save(path, x)
         written.append(path)
-    np.save(out / "input.npy", example["inputs"])
-    written.append(out / "input.npy")
     if "positions" in example:
         np.save(out / "points.npy", example["positions"])
         written.append(out / "points.npy")
@@ -105,25 +125,35 @@ def grid_input(config: Config, example: dict[str, np.ndarray]) -> np.ndarray:
     return x
 
 
-def draw(maps: dict[int, np.ndarray], config: Config, example: dict[str, np.ndarray],
+def draw(maps: dict[int, Any], config: Config, example: dict[str, Any],
          latents: list[int], path: Path, title: str) -> list[Path]:
     """The paper's figure: a row per chosen latent (the input, then that latent's map at
     every cross-attend; head 0), then an overview of 16 latents at the first and at the
-    last cross-attend (two rows of 8 each)."""
+    last cross-attend (two rows of 8 each). Several modalities: a figure each
+    (``<path>_<modality>``), video drawn at its middle frame."""
+    first = next(iter(maps.values()))
+    if isinstance(first, dict):
+        out = []
+        for name in first:
+            view = {"inputs": example["inputs"][name]}
+            out += draw({k: m[name] for k, m in maps.items()}, config, view, latents,
+                        path.with_name(f"{path.name}_{name}"), f"{title}: {name}")
+        return out
     from suite.analysis.plots import save
 
     ks = sorted(maps)
-    n = next(iter(maps.values())).shape[1]
+    n = first.shape[1]
     shown = [i for i in latents if 0 <= i < n] or [0]
     overview = list(range(0, n, max(1, n // OVERVIEW)))[:OVERVIEW]
     ends = [ks[0]] + ([ks[-1]] if len(ks) > 1 else [])
     cols = max(1 + len(ks), OVERVIEW // 2)
     rows = len(shown) + 2 * len(ends)
     fig = plt.figure(figsize=(1.9 * cols, 2.0 * rows + 0.6))
-    kind = "points" if config.data.pos_dim else ("image" if len(config.data.index_dims) == 2
-                                                 else "signal")
+    kind = "points" if "positions" in example else {1: "signal", 2: "image", 3: "video"}.get(
+        first.ndim - 2, "image")
+    shown_input = grid_input(config, example) if "index" in example else example["inputs"]
     panel = lambda slot, values, text, small=False: _panel(  # noqa: E731
-        fig, rows, cols, slot, kind, values, config, example, text, small)
+        fig, rows, cols, slot, kind, values, shown_input, example.get("positions"), text, small)
     for r, i in enumerate(shown):
         panel(r * cols + 1, None, "input")
         for c, k in enumerate(ks):
@@ -132,42 +162,47 @@ def draw(maps: dict[int, np.ndarray], config: Config, example: dict[str, np.ndar
         for c, i in enumerate(overview):
             panel((len(shown) + 2 * j) * cols + c + 1, maps[k][0, i],
                   f"cross-attend {k}, latent {i}", small=True)
+    middle = ", video at its middle frame" if kind == "video" else ""
     fig.suptitle(f"{title}\nscaled pre-softmax cross-attention logits q.k/sqrt(c), head 0; "
-                 "each map on its own colour scale", fontsize=9)
+                 f"each map on its own colour scale{middle}", fontsize=9)
     return save(fig, path)
 
 
 def _panel(fig, rows: int, cols: int, slot: int, kind: str, values: np.ndarray | None,
-           config: Config, example: dict[str, np.ndarray], title: str,
+           inputs: np.ndarray, points: np.ndarray | None, title: str,
            small: bool = False) -> None:
     if slot > rows * cols:
         return
     three_d = kind == "points"
     ax = fig.add_subplot(rows, cols, slot, **({"projection": "3d"} if three_d else {}))
     if three_d:
-        p = example["positions"]
-        ax.scatter(p[:, 0], p[:, 1], p[:, 2], s=2, c=values if values is not None else "k",
-                   cmap="viridis")
-    elif kind == "image":
-        img = grid_input(config, example) if values is None else values
-        if values is None:
-            img = (img - img.min()) / max(float(img.max() - img.min()), 1e-6)
-            img = img if img.shape[-1] == 3 else img[..., 0]
-        ax.imshow(img, cmap="gray" if values is None else "viridis")
-    else:
-        if values is None:
-            ax.plot(grid_input(config, example).reshape(-1), lw=0.6)
+        ax.scatter(points[:, 0], points[:, 1], points[:, 2], s=2,
+                   c=values if values is not None else "k", cmap="viridis")
+    elif values is None:  # the input
+        x = inputs[len(inputs) // 2] if kind == "video" else inputs
+        if kind in ("image", "video") and x.ndim == 3:
+            img = (x - x.min()) / max(float(x.max() - x.min()), 1e-6)
+            ax.imshow(img if img.shape[-1] == 3 else img[..., 0], cmap="gray")
         else:
-            ax.imshow(values.reshape(1, -1), aspect="auto", cmap="viridis")
+            ax.plot(np.asarray(x).reshape(-1), lw=0.6)
+    elif kind == "signal":
+        ax.imshow(values.reshape(1, -1), aspect="auto", cmap="viridis")
+    else:
+        ax.imshow(values[len(values) // 2] if kind == "video" else values, cmap="viridis",
+                  aspect="auto")
     ax.set_title(title, fontsize=6 if small else 8)
     ax.set_xticks([]), ax.set_yticks([])
     if three_d:
         ax.set_zticks([])
 
 
-def describe(maps: dict[int, np.ndarray], out: Path) -> str:
-    lines = [f"cross-attend {k}: {list(m.shape[1:] if m.shape[0] == 1 else m.shape)} "
-             f"(min {m.min():.3g}, max {m.max():.3g})" for k, m in maps.items()]
+def describe(maps: dict[int, Any], out: Path) -> str:
+    lines = []
+    for k, m in maps.items():
+        for name, part in (m.items() if isinstance(m, dict) else [("", m)]):
+            shape = list(part.shape[1:] if part.shape[0] == 1 else part.shape)
+            lines.append(f"cross-attend {k}{' ' + name if name else ''}: {shape} "
+                         f"(min {part.min():.3g}, max {part.max():.3g})")
     text = "\n".join(lines)
     write_text_atomic(out / "maps.txt", text + "\n")
     return text

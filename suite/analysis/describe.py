@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from suite import config as cfg_lib
 from suite.config import Config
+from suite.config.layout import layouts
 
 
 def describe(config: Config, *, xla: bool = True, train: bool = False) -> dict[str, Any]:
@@ -19,7 +19,9 @@ def describe(config: Config, *, xla: bool = True, train: bool = False) -> dict[s
 
     out: dict[str, Any] = {
         "params": registry.count_params(registry.abstract_model(config)),
-        "input_items": math.prod(config.data.index_dims),
+        "input_items": flops.input_items(config),
+        "inputs_per_modality": {lay.name: [lay.items, flops.layout_channels(config, lay)]
+                                for lay in layouts(config)},
         "input_channels": flops.input_channels(config),
     }
     analytic = flops.analytic_flops(config)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from suite.config.presets import DEFAULT_PRESET, PRESETS
 from suite.config.schema import DERIVED_KEYS, SECTIONS, Config, known_keys, section_types
-from suite.config.validation import describe_type, is_optional, resolve
+from suite.config.validation import describe_type, is_table, is_union, resolve
 from suite.errors import ConfigError
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
@@ -31,11 +31,23 @@ def unknown_key_error(key: str) -> ConfigError:
 def coerce(key: str, value: Any, tp: Any) -> Any:
     """Convert ``value`` (a CLI string or a TOML value) to the field type ``tp``."""
     bad = ConfigError(f"{key}={value!r} is not {describe_type(tp)}")
-    if is_optional(tp):
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
+    if is_union(tp):
+        args = typing.get_args(tp)
+        if type(None) in args and (value is None or (
+                isinstance(value, str) and value.strip().lower() in ("none", "null"))):
             return None
-        inner = [a for a in typing.get_args(tp) if a is not type(None)][0]
-        return coerce(key, value, inner)
+        arms = [a for a in args if a is not type(None)]
+        table = next((a for a in arms if is_table(a)), None)
+        if table is not None and _looks_like_table(value):
+            return _coerce_table(key, value, table, bad)
+        for arm in (a for a in arms if a is not table):
+            try:
+                return coerce(key, value, arm)
+            except ConfigError:
+                continue
+        raise bad
+    if is_table(tp):
+        return _coerce_table(key, value, tp, bad)
     if typing.get_origin(tp) is Literal:
         value = value.strip() if isinstance(value, str) else value
         if value not in typing.get_args(tp):
@@ -52,6 +64,40 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
     return result
 
 
+def _looks_like_table(value: Any) -> bool:
+    if isinstance(value, Mapping):
+        return True
+    if isinstance(value, str):
+        return "=" in value or ":" in value
+    return isinstance(value, list | tuple) and bool(value) and all(
+        isinstance(v, list | tuple) and len(v) == 2 and isinstance(v[0], str) for v in value)
+
+
+def _coerce_table(key: str, value: Any, tp: Any, bad: ConfigError) -> tuple:
+    """``{"video": 32}``, ``"video=32,audio=64"`` (tuples as ``2x8x8``) or ``[["video", 32]]``
+    -> sorted ``(("audio", 64), ("video", 32))``; ``""`` or ``{}`` is the empty table."""
+    item_tp = typing.get_args(typing.get_args(tp)[0])[1]
+    if isinstance(value, Mapping):
+        pairs = list(value.items())
+    elif isinstance(value, str):
+        text = value.strip().strip("{}")
+        pairs = []
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            name, sep, v = part.replace(":", "=", 1).partition("=")
+            if not sep or not name.strip():
+                raise bad
+            pairs.append((name.strip(), v.strip()))
+    elif isinstance(value, list | tuple):
+        pairs = [tuple(v) for v in value]
+    else:
+        raise bad
+    try:
+        out = {str(k): coerce(key, v, item_tp) for k, v in pairs}
+    except ConfigError:
+        raise bad from None
+    return tuple(sorted(out.items()))
+
+
 def _coerce_tuple(key: str, value: Any, item_tp: Any, bad: ConfigError) -> tuple:
     if isinstance(value, str):  # "8,8", "[8, 8]" or "8x8"
         text = value.strip().strip("[]()")
@@ -60,9 +106,7 @@ def _coerce_tuple(key: str, value: Any, item_tp: Any, bad: ConfigError) -> tuple
         items = list(value)
     else:
         items = [value]
-    if not items:
-        raise bad
-    try:
+    try:  # () is a value too (data.modalities: the task's); validation says where it is not
         return tuple(coerce(key, v, item_tp) for v in items)
     except ConfigError:
         raise bad from None

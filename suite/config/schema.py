@@ -22,6 +22,13 @@ Loss = Literal["softmax", "sigmoid"]
 Precision = Literal["float32", "bfloat16"]
 BadExamples = Literal["skip", "fail"]
 Decoder = Literal["average", "query"]
+AudioFeatures = Literal["raw", "mel"]
+# A per-modality table, {"video": 32, "audio": 64}, kept as sorted (modality, value) pairs
+# so that configs stay hashable; a field of type `X | Table[X]` takes either.
+IntTable = tuple[tuple[str, int], ...]
+FloatTable = tuple[tuple[str, float], ...]
+DimsTable = tuple[tuple[str, tuple[int, ...]], ...]
+ResolutionTable = tuple[tuple[str, tuple[float, ...]], ...]
 Normalization = Literal["dataset", "imagenet"]
 
 
@@ -46,8 +53,9 @@ class ModelConfig:
     dropout: float = 0.0  # paper v2: no dropout
     latent_init_scale: float = 0.02  # std of the truncated-normal latent array
     position_encoding: PosEncoding = "fourier"
-    fourier_bands: int = 64  # K, bands per input dimension
-    max_resolution: tuple[float, ...] | None = None  # mu per dim; None: the input grid
+    fourier_bands: int | IntTable = 64  # K, bands per input dimension (or per modality)
+    max_resolution: tuple[float, ...] | ResolutionTable | None = None  # mu per dim; None:
+    # the input grid (the patch grid with data.patch_size); a table gives one per modality
     concat_pos: bool = True  # include the raw coordinates in the Fourier features
     sine_only: bool = False  # drop the cosine half of the Fourier features
     position_combine: PosCombine = "concat"  # concat to inputs (paper) or add
@@ -60,6 +68,9 @@ class ModelConfig:
     decoder_heads: int = 1  # heads of the decoder's cross-attention (IO: 1)
     decoder_query_residual: bool = True  # IO ImageNet (Fourier): True
     decoder_init_scale: float = 0.02  # std of the truncated-normal query (IO: 0.02)
+    # Several modalities: each padded to max channels + this with a learned vector (official
+    # MultimodalPreprocessor's min_padding_size), then concatenated along the inputs.
+    modality_padding: int = 2
     # Speed and memory (numbers unchanged up to float rounding; bfloat16 aside).
     precision: Precision = "float32"  # matmul compute dtype; params, LN, softmax stay f32
     cross_attention_chunk: int = 0  # >0: cross-attend over inputs in chunks (online softmax)
@@ -89,6 +100,16 @@ class DataConfig:
     num_classes: int | None = None  # None: the task's
     pos_dim: int | None = None  # explicit position dims (point clouds); None: the task's
     eval_fraction: float = 0.1  # held-out share carved where a format has no eval split
+    patch_size: tuple[int, ...] | DimsTable | None = None  # inputs as a grid of patches,
+    # the patch's values as channels ([2, 8, 8] video, [128] audio, [4, 4] images); a
+    # table gives one per modality
+    modalities: tuple[str, ...] = ()  # a multimodal task's modalities to feed; (): all
+    modality_dims: DimsTable = ()  # per-modality input grids over the task's defaults
+    modality_dropout: FloatTable = ()  # per-example chance a modality is masked out (train)
+    frames: int | None = None  # video: frames per clip (None: the task's)
+    frame_stride: int = 1  # video: every k-th frame of the file
+    sample_rate: int = 16000  # audio: the rate clips are resampled to
+    audio_features: AudioFeatures = "raw"  # raw samples, or a log-mel spectrogram
     train_limit: int | None = None  # use the first N training examples (quick grids)
     eval_limit: int | None = None  # use the first N eval examples
     augment: bool = False  # crop + flip (images), scale jitter (point clouds)

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from suite.config.schema import SECTIONS, Config, DataConfig, ModelConfig, TrainConfig
 from suite.config.schema import section_types as _types
+from suite.config.tables import is_table_value, table_get  # noqa: F401  (re-exported)
 from suite.errors import ConfigError
 from suite.tasks import TASKS
 
@@ -32,6 +33,8 @@ def resolve(config: Config) -> Config:
         num_classes=d.num_classes if d.num_classes is not None else info.num_classes,
         pos_dim=d.pos_dim if d.pos_dim is not None else info.pos_dim,
     )
+    if info.modalities and not data.modalities:  # a multimodal task feeds all by default
+        data = dataclasses.replace(data, modalities=tuple(sorted(n for n, _ in info.modalities)))
     model = config.model
     if model.max_resolution is None and info.max_resolution is not None and data.pos_dim:
         model = dataclasses.replace(model, max_resolution=info.max_resolution[:1] * data.pos_dim)
@@ -45,9 +48,11 @@ def describe_type(tp: Any) -> str:
     args = typing.get_args(tp)
     if typing.get_origin(tp) is Literal:
         return "one of " + ", ".join(repr(a) for a in args)
-    if is_optional(tp):
-        inner = [a for a in args if a is not type(None)][0]
-        return f"{describe_type(inner)} or none"
+    if is_union(tp):
+        arms = [describe_type(a) for a in args if a is not type(None)]
+        return " or ".join(arms) + (" or none" if type(None) in args else "")
+    if is_table(tp):
+        return f"a table modality=value ({describe_type(typing.get_args(args[0])[1])} each)"
     if typing.get_origin(tp) is tuple:
         return f"a list of {describe_type(args[0])}"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
@@ -55,11 +60,22 @@ def describe_type(tp: Any) -> str:
     )
 
 
-def is_optional(tp: Any) -> bool:
+def is_union(tp: Any) -> bool:
     import types
 
-    union = typing.get_origin(tp) in (typing.Union, types.UnionType)
-    return union and type(None) in typing.get_args(tp)
+    return typing.get_origin(tp) in (typing.Union, types.UnionType)
+
+
+def is_optional(tp: Any) -> bool:
+    return is_union(tp) and type(None) in typing.get_args(tp)
+
+
+def is_table(tp: Any) -> bool:
+    """``tuple[tuple[str, X], ...]``: a per-modality table (``schema.IntTable`` and kin)."""
+    args = typing.get_args(tp)
+    return (typing.get_origin(tp) is tuple and len(args) == 2 and args[1] is Ellipsis
+            and typing.get_origin(args[0]) is tuple and typing.get_args(args[0])[:1] == (str,))
+
 
 
 def _require(ok: bool, message: str) -> None:
@@ -69,6 +85,10 @@ def _require(ok: bool, message: str) -> None:
 
 def _positive(key: str, value: int | float | None, allow_zero: bool = False) -> None:
     if value is None:
+        return
+    if is_table_value(value):  # per modality: each entry
+        for _, v in value:
+            _positive(key, v, allow_zero)
         return
     ok = value >= 0 if allow_zero else value > 0
     _require(ok, f"{key}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
@@ -98,6 +118,7 @@ def validate(config: Config) -> None:
              f"train.loss='sigmoid', not {config.train.loss!r}")
     _validate_model(config.model, config.data)
     _validate_data(config.data)
+    _validate_modalities(config)
     _validate_train(config.train)
 
 
@@ -145,7 +166,7 @@ def _validate_model(m: ModelConfig, d: DataConfig) -> None:
         _require(all(n % m.patch_size == 0 for n in d.index_dims),
                  f"model.patch_size={m.patch_size} must divide "
                  f"data.index_dims={list(d.index_dims)}")
-    if m.max_resolution is not None:
+    if m.max_resolution is not None and not is_table_value(m.max_resolution):
         _require(all(r > 0 for r in m.max_resolution),
                  f"model.max_resolution={list(m.max_resolution)} must be > 0")
         n_pos = d.pos_dim or len(d.index_dims or ())
@@ -188,6 +209,9 @@ def _validate_data(d: DataConfig) -> None:
                               and d.pos_dim is None),
              f"data.cutmix={d.cutmix} pastes image boxes: it needs a 2-D image task without "
              f"data.permutation (data.task={d.task!r}, data.permutation={d.permutation!r})")
+    _require(not (d.mixup or d.cutmix) or not d.modalities,
+             f"data.mixup and data.cutmix blend one input array; data.modalities="
+             f"{list(d.modalities)} has several")
     _require(not d.mixup or d.pos_dim is None,
              f"data.mixup={d.mixup} blends input values; data.task={d.task!r} has explicit "
              "positions (point clouds), which it cannot blend")
@@ -197,6 +221,56 @@ def _validate_data(d: DataConfig) -> None:
     _positive("data.randaugment_layers", d.randaugment_layers, allow_zero=True)
     _require(0 <= d.randaugment_magnitude <= 10,
              f"data.randaugment_magnitude={d.randaugment_magnitude} must be in 0..10")
+
+
+def _validate_modalities(config: Config) -> None:
+    """Tables name modalities the task feeds; patches divide their grids."""
+    from suite.config.layout import layouts
+
+    m, d = config.model, config.data
+    known = [n for n, _ in TASKS[d.task].modalities]
+    if d.modalities:
+        _require(bool(known), f"data.modalities={list(d.modalities)}: data.task={d.task!r} has "
+                 "one input array; multimodal tasks: " + ", ".join(
+                     k for k, v in TASKS.items() if v.modalities))
+        for name in d.modalities:
+            _require(name in known, f"data.modalities: {name!r} is not a modality of "
+                     f"data.task={d.task!r} ({', '.join(known)})")
+        _require(m.kind == "perceiver", f"data.modalities={list(d.modalities)} needs "
+                 f"model.kind='perceiver' (one model, several inputs), not {m.kind!r}")
+    names = set(d.modalities)
+    for key, value in (("model.fourier_bands", m.fourier_bands),
+                       ("model.max_resolution", m.max_resolution),
+                       ("data.patch_size", d.patch_size), ("data.modality_dims", d.modality_dims),
+                       ("data.modality_dropout", d.modality_dropout)):
+        if is_table_value(value):
+            _require(bool(names), f"{key}={_table_text(value)} is a per-modality table; "
+                     f"data.task={d.task!r} has one input array")
+            stray = sorted(set(dict(value)) - set(known))  # the task's: a subset may be fed
+            _require(not stray, f"{key}: {stray[0] if stray else ''!r} is not a modality of "
+                     f"data.task={d.task!r} ({', '.join(known)})")
+    if is_table_value(m.fourier_bands):
+        missing = sorted(names - set(dict(m.fourier_bands)))
+        _require(not missing, f"model.fourier_bands={_table_text(m.fourier_bands)} gives no "
+                 f"bands for {missing[0] if missing else ''!r}")
+    for name, p in d.modality_dropout:
+        _require(0.0 <= p < 1.0, f"data.modality_dropout: {name}={p} must be in [0, 1)")
+    for lay in layouts(config):
+        if lay.patch:
+            _require(len(lay.patch) == len(lay.dims) and all(
+                n % p == 0 for n, p in zip(lay.dims, lay.patch, strict=True)),
+                f"data.patch_size={list(lay.patch)} must divide the input grid "
+                f"{list(lay.dims)}" + (f" of {lay.name}" if lay.name != "inputs" else ""))
+            _require(d.permutation == "none" and d.pos_dim is None,
+                     f"data.patch_size={list(lay.patch)} cuts a grid; data.permutation and "
+                     "point clouds have none")
+            _require(m.kind == "perceiver", f"data.patch_size is the Perceiver's input; "
+                     f"model.kind={m.kind!r} has model.patch_size")
+
+
+def _table_text(value: Any) -> str:
+    return ",".join(f"{k}={'x'.join(map(str, v)) if isinstance(v, tuple) else v}"
+                    for k, v in value)
 
 
 def _validate_train(t: TrainConfig) -> None:

@@ -29,7 +29,7 @@ def _class_folders(root: Path, cfg: DataConfig, exts: tuple[str, ...]) -> dict[s
     return out
 
 
-def _folder_splits(cfg: DataConfig, exts: tuple[str, ...], read) -> tuple[Split, Split]:
+def folder_splits(cfg: DataConfig, exts: tuple[str, ...], read) -> tuple[Split, Split]:
     """``read(files, classes, cfg) -> Split`` for train/ and val/ (or one folder held out)."""
     root = data_dir(cfg)
     train_dir = root / "train"
@@ -48,7 +48,7 @@ def _folder_splits(cfg: DataConfig, exts: tuple[str, ...], read) -> tuple[Split,
     return holdout(read(files, list(files), cfg), cfg.eval_fraction)
 
 
-def _labelled(files: dict[str, list[Path]], classes: list[str],
+def labelled(files: dict[str, list[Path]], classes: list[str],
               cfg: DataConfig) -> tuple[list[Path], np.ndarray]:
     if len(classes) > cfg.num_classes:
         raise DataError(
@@ -61,7 +61,7 @@ def _labelled(files: dict[str, list[Path]], classes: list[str],
 
 
 def _stream_images(files: dict[str, list[Path]], classes: list[str], cfg: DataConfig) -> Split:
-    paths, labels = _labelled(files, classes, cfg)
+    paths, labels = labelled(files, classes, cfg)
     sample = paths[:: max(1, len(paths) // 16)][:16]  # fail now, not mid-run, on a wrong folder
     errors = [e for e in map(lambda p: decode_error(p, cfg.channels), sample) if e]
     if errors and (cfg.bad_examples == "fail" or len(errors) == len(sample)):
@@ -78,11 +78,11 @@ def image_folder(cfg: DataConfig) -> tuple[Split, Split]:
             f"{cfg.task}: data.index_dims={list(cfg.index_dims)} and data.channels={cfg.channels} "
             "must describe an image (2 dims, 1 or 3 channels)"
         )
-    return _folder_splits(cfg, (".png", ".jpg", ".jpeg"), _stream_images)
+    return folder_splits(cfg, (".png", ".jpg", ".jpeg"), _stream_images)
 
 
 def _read_wavs(files: dict[str, list[Path]], classes: list[str], cfg: DataConfig) -> Split:
-    paths, labels = _labelled(files, classes, cfg)
+    paths, labels = labelled(files, classes, cfg)
     return read_clips(paths, labels, cfg)
 
 
@@ -131,7 +131,7 @@ def wav_folder(cfg: DataConfig) -> tuple[Split, Split]:
     if len(cfg.index_dims) != 1 or cfg.channels != 1:
         raise DataError(f"wav_folder: needs data.index_dims=[samples] and data.channels=1, got "
                         f"{list(cfg.index_dims)} and {cfg.channels}")
-    return _folder_splits(cfg, (".wav",), _read_wavs)
+    return folder_splits(cfg, (".wav",), _read_wavs)
 
 
 
@@ -144,7 +144,7 @@ def wav_manifest(cfg: DataConfig) -> tuple[Split, Split]:
     for path in manifests:
         if not path.is_file():
             raise missing_error(cfg, path.name, root)
-    rows = [_manifest_rows(path) for path in manifests]
+    rows = [manifest_rows(path) for path in manifests]
     classes = sorted({label for _, labels in rows[0] for label in labels})
     if len(classes) > cfg.num_classes:
         raise DataError(f"{manifests[0]}: {len(classes)} labels but data.num_classes="
@@ -157,27 +157,33 @@ def wav_manifest(cfg: DataConfig) -> tuple[Split, Split]:
             if unknown:
                 raise DataError(f"{path}: label {unknown[0]!r} is not in train.csv")
             hot[i, [classes.index(t) for t in labels]] = 1.0
-        splits.append(read_clips([root / clip for clip, _ in clips], hot, cfg))
+        splits.append(read_clips([root / clip["path"] for clip, _ in clips], hot, cfg))
     return splits[0], splits[1]
 
 
-def _manifest_rows(path: Path) -> list[tuple[str, list[str]]]:
-    """``(clip, labels)`` of each row of a ``path,labels`` manifest, checked."""
+def manifest_rows(path: Path, columns: tuple[str, ...] = ("path",)
+                  ) -> list[tuple[dict[str, str], list[str]]]:
+    """``({column: file}, labels)`` of each row of a manifest with the header
+    ``*columns,labels`` (files relative to the manifest's folder), checked."""
     import csv
 
+    header = ",".join([*columns, "labels"])
     try:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
-            if not reader.fieldnames or {"path", "labels"} - set(reader.fieldnames):
-                raise DataError(f"{path}: expected a 'path,labels' header, found "
+            if not reader.fieldnames or set((*columns, "labels")) - set(reader.fieldnames):
+                raise DataError(f"{path}: expected a '{header}' header, found "
                                 f"{reader.fieldnames}")
             rows = []
             for line, r in enumerate(reader, start=2):
                 labels = [t.strip() for t in (r["labels"] or "").split(";") if t.strip()]
-                if not (r["path"] or "").strip() or not labels:
-                    raise DataError(f"{path}: line {line} ({r['path'] or 'no path'}) has "
-                                    f"{'no labels' if r['path'] else 'no clip path'}")
-                rows.append((r["path"].strip(), labels))
+                files = {c: (r[c] or "").strip() for c in columns}
+                empty = [c for c in columns if not files[c]]
+                if empty or not labels:
+                    name = next((v for v in files.values() if v), "no path")
+                    raise DataError(f"{path}: line {line} ({name}) has "
+                                    f"{'no labels' if not empty else 'no ' + empty[0]}")
+                rows.append((files, labels))
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
                         f"{e.start})") from None

@@ -45,6 +45,14 @@ class ImageFiles:
         picked = np.arange(len(self.paths))[idx]
         return ImageFiles([self.paths[i] for i in picked], self.index_dims, self.channels)
 
+    def check(self, i: int) -> str | None:
+        """Why file ``i`` does not decode, or None if it does."""
+        return decode_error(self.paths[i], self.channels)
+
+    def error(self, i: int) -> str:
+        """Why file ``i`` did not decode in the loader (for the log of skipped files)."""
+        return self.check(i) or "unreadable in the loader"
+
     def stats(self, limit: int = 256) -> tuple[np.ndarray, np.ndarray]:
         """Per-channel mean and std of up to ``limit`` centre crops (evenly spaced files)."""
         picks = np.linspace(0, len(self) - 1, min(limit, len(self))).astype(int)
@@ -114,7 +122,8 @@ def decode_error(path: Path, channels: int) -> str | None:
     return None
 
 
-def _resize(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+def resize(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """A uint8 ``[h, w, C]`` image resized bicubically to ``hw``."""
     from PIL import Image
 
     pil = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
@@ -142,22 +151,31 @@ def resize_float(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return np.stack(channels, axis=-1)
 
 
-def random_resized_crop(img: np.ndarray, hw: tuple[int, int], rng: np.random.Generator,
-                        scale: tuple[float, float] = (0.08, 1.0),
-                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
-    """Inception-style crop: a random area fraction and aspect ratio, resized to ``hw``,
-    then a random horizontal flip (falls back to the centre crop after 10 tries)."""
-    h, w = img.shape[:2]
+def crop_box(h: int, w: int, rng: np.random.Generator,
+             scale: tuple[float, float] = (0.08, 1.0),
+             ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int] | None:
+    """An Inception-style crop window ``(top, left, height, width)`` of an ``h x w`` image:
+    a random area fraction and aspect ratio; None after 10 tries (then: the centre crop)."""
     for _ in range(10):
         area = h * w * rng.uniform(*scale)
         aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
         cw, ch = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
         if 0 < cw <= w and 0 < ch <= h:
-            top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-            out = _resize(img[top:top + ch, left:left + cw], hw)
-            break
-    else:
+            return int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw
+    return None
+
+
+def random_resized_crop(img: np.ndarray, hw: tuple[int, int], rng: np.random.Generator,
+                        scale: tuple[float, float] = (0.08, 1.0),
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
+    """Inception-style crop: a random area fraction and aspect ratio, resized to ``hw``,
+    then a random horizontal flip (falls back to the centre crop after 10 tries)."""
+    box = crop_box(*img.shape[:2], rng, scale, ratio)
+    if box is None:
         out = np.clip(np.rint(center_crop(img, hw)), 0, 255).astype(np.uint8)
+    else:
+        top, left, ch, cw = box
+        out = resize(img[top:top + ch, left:left + cw], hw)
     return out[:, ::-1] if rng.random() < 0.5 else out
 
 

@@ -28,6 +28,7 @@ def summary(ds: Dataset, batch_size: int = 64, batches: int = 50) -> dict[str, A
     cfg = ds.config
     it = iter(train_batches(ds, min(batch_size, len(ds.train)), seed=0))
     first = next(it)  # warm-up: worker start, first shuffle
+    first.pop("bad", None)  # the loader's note of replaced files, not an input
     start = time.perf_counter()
     for _ in range(batches):
         next(it)
@@ -37,9 +38,12 @@ def summary(ds: Dataset, batch_size: int = 64, batches: int = 50) -> dict[str, A
         "task": cfg.task,
         "train_examples": len(ds.train),
         "eval_examples": len(ds.eval),
-        "input_shape": list(ds.train.inputs.shape[1:]),
-        "input_dtype": str(ds.train.inputs.dtype),
-        "batch": {k: list(v.shape) for k, v in first.items()},
+        "input_shape": ({k: list(v.shape[1:]) for k, v in first["inputs"].items()}
+                        if isinstance(first["inputs"], dict) else list(ds.train.inputs.shape[1:])),
+        "input_dtype": ("float32" if isinstance(first["inputs"], dict)
+                        else str(ds.train.inputs.dtype)),
+        "batch": {k: (list(v.shape) if not isinstance(v, dict) else
+                      {m: list(a.shape) for m, a in v.items()}) for k, v in first.items()},
         "num_classes": cfg.num_classes,
         "train_class_counts": counts,
         "eval_class_counts": class_counts(ds.eval, cfg.num_classes),
@@ -69,13 +73,11 @@ def render(info: dict[str, Any]) -> str:
 class _Check:
     """Why file ``i`` of a split does not decode ("" if it does); picklable for workers."""
 
-    def __init__(self, paths: list[Path], channels: int):
-        self.paths, self.channels = paths, channels
+    def __init__(self, files):
+        self.files = files
 
     def __call__(self, i: int) -> tuple[int, str]:
-        from suite.data.images import decode_error
-
-        return i, decode_error(self.paths[i], self.channels) or ""
+        return i, self.files.check(i) or ""
 
 
 def verify(ds: Dataset) -> tuple[list[tuple[str, str, str]], int]:
@@ -85,18 +87,18 @@ def verify(ds: Dataset) -> tuple[list[tuple[str, str, str]], int]:
     out."""
     import grain
 
-    from suite.data.images import ImageFiles
+    from suite.data.multimodal import streamed_files
     from suite.data.pipeline import read_options
 
     bad, checked = [], 0
     for name, split in (("train", ds.train), ("eval", ds.eval)):
         bad += [(name, path, reason) for path, reason in split.skipped]
         checked += len(split.skipped)
-        if not isinstance(split.inputs, ImageFiles):
+        files = streamed_files(split)  # image or video files decoded in the loader
+        if files is None:
             checked += len(split)
             continue
-        files = split.inputs
-        it = grain.MapDataset.range(len(files)).map(_Check(files.paths, files.channels)) \
+        it = grain.MapDataset.range(len(files)).map(_Check(files)) \
             .to_iter_dataset(read_options(ds.config))
         if ds.config.num_workers > 0:
             it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=ds.config.num_workers))

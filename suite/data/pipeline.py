@@ -17,10 +17,11 @@ import numpy as np
 from absl import flags
 
 from suite.config import DataConfig
-from suite.data import images, sources
+from suite.data import images, multimodal, sources, video
 from suite.data.images import ImageFiles
 from suite.data.readers import READERS
 from suite.data.sources import Split
+from suite.data.video import VideoFiles
 from suite.errors import DataError
 from suite.tasks import TASKS
 
@@ -61,6 +62,9 @@ def load(cfg: DataConfig, seed: int = 0) -> Dataset:
     for name, split in (("train", train), ("eval", eval_)):
         if len(split) == 0:
             raise DataError(f"{cfg.task}: the {name} split is empty")
+        if cfg.modalities:  # each modality is prepared to its layout in the loader
+            sources.check_labels(split, cfg.num_classes, f"{cfg.task} {name} split")
+            continue
         if split.inputs.shape[1:] != expected:
             raise DataError(
                 f"{cfg.task}: {name} inputs have shape {list(split.inputs.shape[1:])}, but the "
@@ -71,9 +75,12 @@ def load(cfg: DataConfig, seed: int = 0) -> Dataset:
         train = train.take(sources.stratified(train, cfg.train_limit, seed))
     if cfg.eval_limit:
         eval_ = eval_.take(sources.stratified(eval_, cfg.eval_limit, seed))
+    if cfg.modalities:  # per modality, from a sample of prepared training examples
+        mean, std = multimodal.statistics(train, cfg)
+        return Dataset(cfg, train, eval_, mean, std)
     if cfg.normalization == "imagenet":  # the official constants, on 0..255 values ([DM])
         mean, std = np.asarray(IMAGENET_MEAN), np.asarray(IMAGENET_STD)
-    elif isinstance(train.inputs, ImageFiles):  # streamed: from a sample of centre crops
+    elif isinstance(train.inputs, ImageFiles | VideoFiles):  # streamed: a sample of crops
         mean, std = train.inputs.stats()
     else:
         axes = tuple(range(train.inputs.ndim - 1))
@@ -97,7 +104,7 @@ class _Source:
 
     def __init__(self, split: Split, skip: bool = False):
         self.split = split
-        self.streamed = isinstance(split.inputs, ImageFiles)
+        self.streamed = multimodal.streamed_files(split) is not None
         self.skip = skip and self.streamed
 
     def __len__(self) -> int:
@@ -105,9 +112,11 @@ class _Source:
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         i = j = int(i)
+        several = isinstance(self.split.inputs, dict)
         for _ in range(MAX_REPLACEMENTS):
             try:
-                inputs = self.split.inputs[j]
+                inputs = ({k: v[j] for k, v in self.split.inputs.items()} if several
+                          else self.split.inputs[j])
                 break
             except DataError:
                 if not self.skip:
@@ -115,7 +124,8 @@ class _Source:
                 j = (j + 1) % len(self.split)
         else:
             raise DataError(f"{MAX_REPLACEMENTS} unreadable files in a row from "
-                            f"{self.split.inputs.paths[i]}: is this an image folder?")
+                            f"{multimodal.streamed_files(self.split).paths[i]}: is this a "
+                            "folder of the task's files?")
         rec = {"inputs": inputs, "label": self.split.labels[j]}
         if self.split.positions is not None:
             rec["positions"] = self.split.positions[j]
@@ -136,6 +146,8 @@ class Transform:
         self.point_cloud = ds.point_cloud
         self.image = ds.train.inputs.dtype == np.uint8 and len(cfg.index_dims) == 2
         self.streamed = isinstance(ds.train.inputs, ImageFiles)  # raw files: crop here
+        self.video = isinstance(ds.train.inputs, VideoFiles)  # decoded clips: frames + crop
+        self.frame_stride = cfg.frame_stride
         self.index_dims = tuple(cfg.index_dims)
         self.randaugment = (cfg.randaugment_layers, cfg.randaugment_magnitude)
         self.augment = augment
@@ -160,6 +172,8 @@ class Transform:
             raw = rec["inputs"]
             if self.streamed:  # a decoded file at its own size
                 raw = self._crop(raw, rng)
+            elif self.video:  # all its frames: one clip, one crop for every frame
+                raw = video.clip(raw, self.index_dims, self.frame_stride, rng, self.augment)
             x = (raw.astype(np.float32) - self.mean) / self.std
             if self.image and self.augment and rng is not None and not self.streamed:
                 x = _crop_and_flip(x, rng)
@@ -242,6 +256,12 @@ class _MixBatch(grain.transforms.RandomMap):
                 "mix_ratio": ratio}
 
 
+def _random_transform(ds: Dataset, augment: bool):
+    if ds.config.modalities:
+        return multimodal.RandomTransform(multimodal.Transform(ds, augment))
+    return _RandomTransform(Transform(ds, augment=augment))
+
+
 class _EvalTransform(grain.transforms.Map):
     def __init__(self, transform: Transform):
         self.transform = transform
@@ -275,7 +295,7 @@ def train_batches(ds: Dataset, batch_size: int, seed: int, *, process: int = 0,
         .seed(seed)
         .shuffle()
         .repeat(None)
-        .random_map(_RandomTransform(Transform(ds, augment=cfg.augment)))
+        .random_map(_random_transform(ds, cfg.augment))
     )
     if processes > 1:
         mds = mds[process::processes]
@@ -296,7 +316,8 @@ def eval_batches(ds: Dataset, batch_size: int, split: Split | None = None) -> gr
     mds = (
         grain.MapDataset.source(_Source(ds.eval if split is None else split,
                                         ds.config.bad_examples == "skip"))
-        .map(_EvalTransform(Transform(ds, augment=False)))
+        .map(multimodal.EvalTransform(multimodal.Transform(ds, False)) if ds.config.modalities
+             else _EvalTransform(Transform(ds, augment=False)))
         .batch(batch_size, drop_remainder=False)
     )
     return mds.to_iter_dataset(read_options(ds.config))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from suite.config import DataConfig
-from suite.data import folders, formats, procedural
+from suite.data import av, folders, formats, procedural
 from suite.data.sources import Split
 
 READERS: dict[str, Callable[[DataConfig], tuple[Split, Split]]] = {
@@ -23,4 +23,7 @@ READERS: dict[str, Callable[[DataConfig], tuple[Split, Split]]] = {
     "wav_manifest": folders.wav_manifest,
     "audioset": folders.wav_manifest,
     "synthetic": procedural.synthetic,
+    "video_folder": av.video_folder,
+    "av_manifest": av.av_manifest,
+    "shape_tone": av.shape_tone,
 }

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from suite.config import DataConfig
-from suite.data.images import ImageFiles, decode_error
+from suite.data.multimodal import streamed_files
 from suite.data.sources import Split
 from suite.errors import DataError
 
@@ -44,13 +44,12 @@ class SkipLog:
         """A batch's ``bad`` column (``pipeline.pop_bad``) from ``split``."""
         if bad is None or not (bad >= 0).any():
             return
-        assert isinstance(split.inputs, ImageFiles)
+        files = streamed_files(split)  # image or video files (a modality's, with several)
         for i in bad[bad >= 0]:
             self.examples += 1
-            path = str(split.inputs.paths[int(i)])
+            path = str(files.paths[int(i)])
             if path not in self.files:
-                reason = decode_error(split.inputs.paths[int(i)], split.inputs.channels)
-                self._new(path, name, reason or "unreadable in the loader",
+                self._new(path, name, files.error(int(i)),
                           "the next readable example stands in" if name == "train" else
                           "left out of the metric")
         self.check(split, name)

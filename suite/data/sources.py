@@ -35,6 +35,9 @@ HOW_TO_GET = {
                     "joined by ';', paths relative to the folder",
     "audioset": "list clips in train.csv and eval.csv: a 'path,labels' header, labels "
                 "joined by ';', paths relative to the folder",
+    "video_folder": "make one sub-folder of video files per class (optionally in train/, val/)",
+    "av_manifest": "list clips in train.csv and eval.csv: a 'video,audio,labels' header, "
+                   "labels joined by ';', paths relative to the folder",
 }
 
 
@@ -52,7 +55,9 @@ class Split:
 
     def take(self, idx: np.ndarray | slice) -> Split:
         pos = None if self.positions is None else self.positions[idx]
-        return Split(self.inputs[idx], self.labels[idx], pos, self.skipped)
+        inputs = ({k: v[idx] for k, v in self.inputs.items()} if isinstance(self.inputs, dict)
+                  else self.inputs[idx])  # several modalities: one array each
+        return Split(inputs, self.labels[idx], pos, self.skipped)
 
 
 def data_dir(cfg: DataConfig) -> Path:

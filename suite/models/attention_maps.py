@@ -52,13 +52,14 @@ def cross_attention_maps(model, inputs: np.ndarray, positions: np.ndarray | None
                          index: np.ndarray | None = None,
                          which: list[int] | None = None) -> dict[int, np.ndarray]:
     """``{K: logits [heads, N, M]}`` for the cross-attends ``which`` (1-based, forward order;
-    default all) of one example (``inputs [*index_dims, C]`` or ``[M, C]`` permuted)."""
+    default all) of one example (``inputs [*index_dims, C]`` or ``[M, C]`` permuted, or
+    ``{modality: [*dims, C]}``: then M is the modalities' items in the model's order)."""
     from suite.models.perceiver import Perceiver
 
     if not isinstance(model, Perceiver):
         raise SuiteError(f"attention maps are the Perceiver's cross-attends; "
                          f"model.kind={type(model).__name__} has none")
-    kwargs = {"inputs": jnp.asarray(inputs, jnp.float32)[None]}
+    kwargs = {"inputs": jax.tree.map(lambda a: jnp.asarray(a, jnp.float32)[None], inputs)}
     if positions is not None:
         kwargs["positions"] = jnp.asarray(positions, jnp.float32)[None]
     if index is not None:
@@ -77,7 +78,7 @@ def cross_attention_maps(model, inputs: np.ndarray, positions: np.ndarray | None
 def _maps(graphdef, state, kwargs, which):
     model = nnx.merge(graphdef, state)
     model.eval()
-    x = model.adapter(kwargs["inputs"], kwargs.get("positions"), kwargs.get("index"))
+    x, _ = model.encode_inputs(kwargs["inputs"], kwargs.get("positions"), kwargs.get("index"))
     z = jnp.broadcast_to(model.latents[...], (1, *model.latents.shape)).astype(x.dtype)
     out, k = {}, 0
     for kind, i in model.schedule:  # forward order, every repeat unrolled

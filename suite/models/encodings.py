@@ -16,6 +16,7 @@ import numpy as np
 from flax import nnx
 
 from suite.config import ModelConfig
+from suite.config.tables import table_get
 from suite.errors import ConfigError
 from suite.models.layers import linear
 
@@ -70,6 +71,53 @@ def fourier_width(num_dims: int, num_bands: int, *, concat_pos: bool, sine_only:
     return num_dims * ((1 if sine_only else 2) * num_bands + (1 if concat_pos else 0))
 
 
+def patches(x: jax.Array, patch: Sequence[int]) -> jax.Array:
+    """``[B, *dims, C]`` -> ``[B, *dims // patch, prod(patch) * C]``: each item a patch,
+    its values (row-major within the patch, channels last) as its channels."""
+    b, *dims, c = x.shape
+    d = len(dims)
+    split = [v for n, p in zip(dims, patch, strict=True) for v in (n // p, p)]
+    x = x.reshape(b, *split, c)  # [B, g1, p1, g2, p2, ..., C]
+    order = [0, *range(1, 2 * d, 2), *range(2, 2 * d + 1, 2), 2 * d + 1]
+    grid = [n // p for n, p in zip(dims, patch, strict=True)]
+    return x.transpose(order).reshape(b, *grid, -1)
+
+
+class MultimodalAdapter(nnx.Module):
+    """Several modalities into one input array ([DM] ``MultimodalPreprocessor``): each
+    modality with its own position features (``InputAdapter``), padded to a common width
+    (the widest + ``model.modality_padding``) with its own learned vector broadcast over
+    its items, then concatenated along the items in the layouts' (sorted) order.
+
+    ``keep`` (``{modality: [B]}``, 1 kept / 0 dropped, training's modality dropout)
+    gives the mask ``[B, M]`` the cross-attention applies: a dropped modality's inputs
+    are masked out of the softmax, not zeroed.
+    """
+
+    def __init__(self, m: ModelConfig, layouts, *, rngs: nnx.Rngs):
+        self.names = tuple(lay.name for lay in layouts)
+        self.adapters = nnx.List([
+            InputAdapter(m, lay.dims, lay.channels, None, rngs=rngs, patch=lay.patch,
+                         modality=lay.name) for lay in layouts])
+        widths = [a.out_channels for a in self.adapters]
+        self.out_channels = max(widths) + m.modality_padding
+        init = nnx.initializers.truncated_normal(stddev=0.02, lower=-2.0, upper=2.0)
+        self.padding = nnx.List([nnx.Param(init(rngs.params(), (1, self.out_channels - w)))
+                                 for w in widths])
+
+    def __call__(self, inputs: dict[str, jax.Array], keep: dict[str, jax.Array] | None = None
+                 ) -> tuple[jax.Array, jax.Array | None]:
+        parts, masks = [], []
+        for name, adapter, pad in zip(self.names, self.adapters, self.padding, strict=True):
+            x = adapter(inputs[name])  # [B, M_i, C_i]
+            fill = jnp.broadcast_to(pad[...].astype(x.dtype), (*x.shape[:2], pad.shape[-1]))
+            parts.append(jnp.concatenate([x, fill], axis=-1))
+            if keep is not None:
+                masks.append(jnp.broadcast_to(keep[name][:, None] > 0, x.shape[:2]))
+        return jnp.concatenate(parts, axis=1), (jnp.concatenate(masks, axis=1) if masks
+                                                 else None)
+
+
 class LearnedPositions(nnx.Module):
     """A learned table of position encodings, one row per input item, ``[M, width]``.
 
@@ -97,16 +145,21 @@ class InputAdapter(nnx.Module):
 
     def __init__(
         self, m: ModelConfig, index_dims: Sequence[int], channels: int, pos_dim: int | None,
-        *, rngs: nnx.Rngs,
+        *, rngs: nnx.Rngs, patch: Sequence[int] | None = None, modality: str | None = None,
     ):
         self.kind = m.position_encoding
         self.combine = m.position_combine
+        self.patch = tuple(patch) if patch else None  # inputs cut into this grid of patches
+        if self.patch:
+            index_dims = tuple(n // p for n, p in zip(index_dims, self.patch, strict=True))
+            channels = channels * math.prod(self.patch)
         self.index_dims = tuple(index_dims)
         self.num_items = math.prod(index_dims)
         self.explicit = pos_dim is not None
         p = pos_dim if pos_dim is not None else len(index_dims)
-        self.bands = m.fourier_bands
-        self.max_resolution = tuple(m.max_resolution or tuple(float(n) for n in index_dims))
+        self.bands = table_get(m.fourier_bands, modality, 64) if modality else m.fourier_bands
+        resolution = table_get(m.max_resolution, modality) if modality else m.max_resolution
+        self.max_resolution = tuple(resolution or tuple(float(n) for n in index_dims))
         self.concat_pos, self.sine_only = m.concat_pos, m.sine_only
         learned, project = None, None  # each attribute is assigned once (NNX pytree rule)
         if self.kind == "fourier":
@@ -140,6 +193,8 @@ class InputAdapter(nnx.Module):
         self, inputs: jax.Array, positions: jax.Array | None = None, index: jax.Array | None = None
     ) -> jax.Array:
         batch = inputs.shape[0]
+        if self.patch:
+            inputs = patches(inputs, self.patch)  # [B, *grid, prod(patch) C]
         x = inputs.reshape(batch, -1, inputs.shape[-1])  # [B, M, C_in]
         if self.kind == "none":
             return x

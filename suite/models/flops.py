@@ -6,7 +6,6 @@ Softmax, LayerNorm and GELU are ignored, as in the paper's figures.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -14,6 +13,8 @@ import jax
 from flax import nnx
 
 from suite.config import Config
+from suite.config.layout import Layout, layouts
+from suite.config.tables import table_get
 from suite.models import xla_cost
 from suite.models.baselines import convnet_flops, transformer_flops
 from suite.models.encodings import fourier_width
@@ -22,16 +23,30 @@ from suite.models.registry import abstract_model, example_inputs
 
 
 def input_channels(config: Config) -> int:
-    """C: input channels after position features are attached (261 on ImageNet)."""
+    """C: input channels after position features are attached (261 on ImageNet); with
+    several modalities, the common width they are padded to."""
+    widths = [layout_channels(config, lay) for lay in layouts(config)]
+    if config.data.modalities:
+        return max(widths) + config.model.modality_padding
+    return widths[0]
+
+
+def layout_channels(config: Config, lay: Layout) -> int:
+    """One input's channels with its position features (patches: on the patch grid)."""
     m, d = config.model, config.data
+    c = lay.item_channels
     if m.position_encoding == "none" or m.position_combine == "add":
-        return d.channels
+        return c
     if m.position_encoding == "learned":
-        return d.channels + m.learned_pos_dim
-    p = d.pos_dim or len(d.index_dims)
-    return d.channels + fourier_width(
-        p, m.fourier_bands, concat_pos=m.concat_pos, sine_only=m.sine_only
-    )
+        return c + m.learned_pos_dim
+    p = d.pos_dim or len(lay.grid)
+    bands = table_get(m.fourier_bands, lay.name, 64) if d.modalities else m.fourier_bands
+    return c + fourier_width(p, bands, concat_pos=m.concat_pos, sine_only=m.sine_only)
+
+
+def input_items(config: Config) -> int:
+    """M: the items the cross-attends read (patches count once; modalities add up)."""
+    return sum(lay.items for lay in layouts(config))
 
 
 def analytic_flops(config: Config) -> dict[str, float]:
@@ -43,7 +58,7 @@ def analytic_flops(config: Config) -> dict[str, float]:
                         w = 1 (Perceiver IO), then E x classes from the first query
     """
     m, d = config.model, config.data
-    big_m = math.prod(d.index_dims)
+    big_m = input_items(config)
     c = input_channels(config)
     if m.kind != "perceiver":
         return _baseline_flops(config, big_m, c)
@@ -57,10 +72,10 @@ def analytic_flops(config: Config) -> dict[str, float]:
     n_cross = sum(1 for kind, _ in schedule if kind == "cross")
     n_self = len(schedule) - n_cross
     pos_macs = 0
-    if m.position_encoding == "fourier" and m.position_combine == "add":
-        p = d.pos_dim or len(d.index_dims)
+    if m.position_encoding == "fourier" and m.position_combine == "add" and not d.modalities:
+        p = d.pos_dim or len(layouts(config)[0].grid)
         pos_width = p * ((1 if m.sine_only else 2) * m.fourier_bands + int(m.concat_pos))
-        pos_macs = big_m * pos_width * d.channels
+        pos_macs = big_m * pos_width * layouts(config)[0].item_channels
     head_macs = dim * d.num_classes
     decoder_macs = 0
     if m.decoder == "query":  # the same cross-attend: O queries of E over N latents of D
@@ -145,10 +160,10 @@ def shared_kv_savings(config: Config) -> float:
     common-subexpression elimination leaves one copy in the unrolled one. A streamed
     cross-attention (``model.cross_attention_chunk``) recomputes them chunk by chunk.
     """
-    m, d = config.model, config.data
+    m = config.model
     if m.kind != "perceiver":
         return 0.0
-    big_m = math.prod(d.index_dims)
+    big_m = input_items(config)
     if m.cross_attention_chunk and big_m > m.cross_attention_chunk:
         return 0.0
     schedule = layer_schedule(m)

@@ -72,8 +72,14 @@ def _heads_back(t: jax.Array, b: int) -> jax.Array:
     return t.reshape(b, x // b, n, c).transpose(0, 2, 1, 3)
 
 
+def masked_bias(mask: jax.Array | None) -> jax.Array | None:
+    """A key mask ``[B, M]`` (True: attend) as the logits' additive bias ``[B, 1, M]``."""
+    return None if mask is None else jnp.where(mask, 0.0, -1e30)[:, None, :].astype(jnp.float32)
+
+
 @partial(jax.custom_vjp, nondiff_argnums=(3,))
-def mixed_attention(q: jax.Array, k: jax.Array, v: jax.Array, dtype: Any) -> jax.Array:
+def mixed_attention(q: jax.Array, k: jax.Array, v: jax.Array, dtype: Any,
+                    bias: jax.Array | None = None) -> jax.Array:
     """``softmax(q k^T / sqrt(c)) v`` per head, with matmuls in ``dtype`` (bfloat16)
     accumulated in float32 and the softmax in float32; ``q [B, N, H, c]``,
     ``k, v [B, M, H, c]`` -> ``[B, N, H, c]`` in ``q``'s dtype.
@@ -83,21 +89,23 @@ def mixed_attention(q: jax.Array, k: jax.Array, v: jax.Array, dtype: Any) -> jax
     materialised first): ``jax.nn.dot_product_attention`` in bf16 is upcast to float32
     there, and its autodiff backward pass with it.
     """
-    return _mixed_attention_fwd(q, k, v, dtype)[0]
+    return _mixed_attention_fwd(q, k, v, dtype, bias)[0]
 
 
-def _mixed_attention_fwd(q, k, v, dtype):
+def _mixed_attention_fwd(q, k, v, dtype, bias=None):
     b, c = q.shape[0], q.shape[-1]
     qc = _heads_first(q * jnp.asarray(1.0 / math.sqrt(c), q.dtype)).astype(dtype)
     kc, vc = _heads_first(k).astype(dtype), _heads_first(v).astype(dtype)
     logits = jnp.einsum("xnc,xmc->xnm", qc, kc, preferred_element_type=jnp.float32)
+    if bias is not None:  # [B, 1, M] -> one row per head in the folded batch axis
+        logits = logits + jnp.repeat(bias, q.shape[2], axis=0)
     p = jax.nn.softmax(logits, axis=-1).astype(dtype)
     out = jnp.einsum("xnm,xmc->xnc", p, vc, preferred_element_type=jnp.float32)
-    return _heads_back(out, b).astype(q.dtype), (qc, kc, vc, p)
+    return _heads_back(out, b).astype(q.dtype), (qc, kc, vc, p, bias)
 
 
 def _mixed_attention_bwd(dtype, res, d_out):
-    qc, kc, vc, p = res
+    qc, kc, vc, p, bias = res
     b, c = d_out.shape[0], qc.shape[-1]
     do = _heads_first(d_out).astype(dtype)
     dv = jnp.einsum("xmn,xnc->xmc", jnp.swapaxes(p, 1, 2), do,
@@ -108,8 +116,9 @@ def _mixed_attention_bwd(dtype, res, d_out):
     dq = jnp.einsum("xnm,xmc->xnc", ds, kc, preferred_element_type=jnp.float32)
     dk = jnp.einsum("xmn,xnc->xmc", jnp.swapaxes(ds, 1, 2), qc,
                     preferred_element_type=jnp.float32)
-    return tuple(_heads_back(t, b).astype(d_out.dtype)
-                 for t in (dq * (1.0 / math.sqrt(c)), dk, dv))
+    grads = tuple(_heads_back(t, b).astype(d_out.dtype)
+                  for t in (dq * (1.0 / math.sqrt(c)), dk, dv))
+    return (*grads, None if bias is None else jnp.zeros_like(bias))
 
 
 mixed_attention.defvjp(_mixed_attention_fwd, _mixed_attention_bwd)
@@ -156,11 +165,14 @@ def online_softmax_init(b: int, n: int, h: int, c: int):
 def online_softmax_step(carry, q: jax.Array, k: jax.Array, v: jax.Array, valid: jax.Array):
     """Fold one chunk of keys/values into the running softmax-weighted sum (float32).
 
-    ``q [B, N, H, c]`` already scaled by 1/sqrt(c); ``k, v [B, K, H, c]``; ``valid [K]``.
+    ``q [B, N, H, c]`` already scaled by 1/sqrt(c); ``k, v [B, K, H, c]``; ``valid [K]``, or
+    ``[B, K]`` with a per-example key mask. Masked logits are -1e30, not -inf, so a chunk
+    with nothing to attend to keeps its running maximum finite.
     """
     top, total, acc = carry
     logits = jnp.einsum("bnhc,bkhc->bhnk", q, k, preferred_element_type=jnp.float32)
-    logits = jnp.where(valid, logits, -jnp.inf)
+    valid = valid[:, None, None, :] if valid.ndim == 2 else valid  # [B, K]: a per-example mask
+    logits = jnp.where(valid, logits, -1e30)
     new_top = jnp.maximum(top, logits.max(-1))
     rescale = jnp.exp(top - new_top)
     p = jnp.exp(logits - new_top[..., None])
@@ -228,14 +240,19 @@ class Attention(nnx.Module):
         return self.heads(self.k(kv_in)), self.heads(self.v(kv_in))
 
     def __call__(self, q_in: jax.Array, kv_in: jax.Array | None,
-                 kv: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
-        """``kv``: keys and values computed beforehand (then ``kv_in`` is unused)."""
+                 kv: tuple[jax.Array, jax.Array] | None = None,
+                 mask: jax.Array | None = None) -> jax.Array:
+        """``kv``: keys and values computed beforehand (then ``kv_in`` is unused);
+        ``mask [B, M]``: True where an input may be attended to."""
         q = self.heads(self.q(q_in))
         k, v = kv if kv is not None else self.keys_values(kv_in)
         # softmax(q k^T / sqrt(c)) v, per head: 'bnhc,bmhc->bhnm' then 'bhnm,bmhc->bnhc'.
         dtype = low_precision(self.q.dtype)
-        out = jax.nn.dot_product_attention(q, k, v) if dtype is None else \
-            mixed_attention(q, k, v, dtype)
+        if dtype is None:
+            out = jax.nn.dot_product_attention(
+                q, k, v, mask=None if mask is None else mask[:, None, None, :])
+        else:
+            out = mixed_attention(q, k, v, dtype, masked_bias(mask))
         return self.out(out.reshape(*out.shape[:-2], -1))
 
 
@@ -293,18 +310,21 @@ class CrossAttend(nnx.Module):
         return self.attn.keys_values(self.ln_kv(x))
 
     def __call__(self, z: jax.Array, x: jax.Array,
-                 kv: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
-        """``kv``: this cross-attend's ``keys_values(x)``, computed beforehand."""
+                 kv: tuple[jax.Array, jax.Array] | None = None,
+                 mask: jax.Array | None = None) -> jax.Array:
+        """``kv``: this cross-attend's ``keys_values(x)``, computed beforehand; ``mask
+        [B, M]``: the inputs each example may attend to (None: all)."""
         if kv is not None:
-            attended = self.attn(self.ln_q(z), None, kv=kv)
+            attended = self.attn(self.ln_q(z), None, kv=kv, mask=mask)
         elif self.streams(x):
-            attended = self._streamed(self.ln_q(z), x)
+            attended = self._streamed(self.ln_q(z), x, mask)
         else:
-            attended = self.attn(self.ln_q(z), self.ln_kv(x))
+            attended = self.attn(self.ln_q(z), self.ln_kv(x), mask=mask)
         z = z + self.drop(attended) if self.query_residual else self.drop(attended)
         return z + self.drop(self.mlp(self.ln_mlp(z)))
 
-    def _streamed(self, q_in: jax.Array, x: jax.Array) -> jax.Array:
+    def _streamed(self, q_in: jax.Array, x: jax.Array, mask: jax.Array | None = None
+                  ) -> jax.Array:
         """Attention over the inputs ``x [B, M, C]`` a chunk at a time: the key/value
         LayerNorm, projections and logits exist for one chunk only, in the forward pass
         and (recomputed) in the backward pass; an online softmax joins the chunks."""
@@ -312,6 +332,7 @@ class CrossAttend(nnx.Module):
         chunk = chunk_size(m, self.chunk)
         pad = -m % chunk
         x = jnp.pad(x, ((0, 0), (0, pad), (0, 0))) if pad else x
+        keep = None if mask is None else (jnp.pad(mask, ((0, 0), (0, pad))) if pad else mask)
         q = attn.heads(attn.q(q_in))
         q = q * jnp.asarray(1.0 / math.sqrt(q.shape[-1]), q.dtype)
         graphdef, state = nnx.split((self.ln_kv, attn.k, attn.v))
@@ -321,6 +342,8 @@ class CrossAttend(nnx.Module):
             ln, k_proj, v_proj = nnx.merge(graphdef, state)
             h = ln(jax.lax.dynamic_slice_in_dim(x, i * chunk, chunk, axis=1))
             valid = i * chunk + jnp.arange(chunk) < m
+            if keep is not None:
+                valid = valid & jax.lax.dynamic_slice_in_dim(keep, i * chunk, chunk, axis=1)
             return online_softmax_step(carry, q, attn.heads(k_proj(h)), attn.heads(v_proj(h)),
                                        valid), None
 

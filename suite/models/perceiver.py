@@ -17,6 +17,7 @@ of the latent Transformer is one module called in every repeat.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +25,7 @@ from flax import nnx
 
 from suite.config import ModelConfig
 from suite.errors import ConfigError
-from suite.models.encodings import InputAdapter
+from suite.models.encodings import InputAdapter, MultimodalAdapter
 from suite.models.layers import COMPUTE_DTYPES, CrossAttend, SelfAttend, linear
 
 
@@ -100,9 +101,14 @@ class Perceiver(nnx.Module):
 
     def __init__(
         self, m: ModelConfig, index_dims: Sequence[int], channels: int, num_classes: int,
-        pos_dim: int | None = None, *, rngs: nnx.Rngs,
+        pos_dim: int | None = None, *, rngs: nnx.Rngs, layouts: Sequence[Any] = (),
     ):
-        self.adapter = InputAdapter(m, index_dims, channels, pos_dim, rngs=rngs)
+        if len(layouts) > 1 or (layouts and layouts[0].name != "inputs"):  # several modalities
+            self.adapter = MultimodalAdapter(m, layouts, rngs=rngs)
+        else:
+            patch = layouts[0].patch if layouts else None
+            self.adapter = InputAdapter(m, index_dims, channels, pos_dim, rngs=rngs, patch=patch)
+        self.multimodal = isinstance(self.adapter, MultimodalAdapter)
         c = self.adapter.out_channels
         f = m.cross_qk_channels or c  # paper: F = C (261 on ImageNet)
         if f % m.cross_heads:
@@ -136,40 +142,51 @@ class Perceiver(nnx.Module):
             self.head = linear(m.latent_dim, num_classes, rngs=rngs, zero=True)
 
     def __call__(
-        self, inputs: jax.Array, positions: jax.Array | None = None, index: jax.Array | None = None
+        self, inputs: jax.Array | dict[str, jax.Array], positions: jax.Array | None = None,
+        index: jax.Array | None = None, keep: dict[str, jax.Array] | None = None,
     ) -> jax.Array:
-        x = self.adapter(inputs, positions, index)  # [B, M, C]
+        """``inputs [B, *index_dims, C]`` (or ``{modality: [B, *dims, C]}``); ``keep``:
+        ``{modality: [B]}`` of the examples whose modality is fed (modality dropout)."""
+        x, mask = self.encode_inputs(inputs, positions, index, keep)
         z = jnp.broadcast_to(self.latents[...], (x.shape[0], *self.latents.shape)).astype(x.dtype)
         segs = list(self.segments)
         if self.scan and _first_block_folds(segs):  # cross 0 + tower, then (cross 1 + tower)
-            z = self._scanned_with_first(segs[0][0][0][1], segs[2][0], segs[2][1], z, x)
+            z = self._scanned_with_first(segs[0][0][0][1], segs[2][0], segs[2][1], z, x, mask)
             segs = segs[3:]
         for unit, repeats in segs:
             if self.scan and repeats > 1:
-                z = self._scanned(unit, repeats, z, x)
+                z = self._scanned(unit, repeats, z, x, mask)
             else:
                 for _ in range(repeats):
-                    z = self._unit(unit, z, x)
+                    z = self._unit(unit, z, x, mask)
         if hasattr(self, "decoder"):
             return self.decoder(z)
         return self.head(z.mean(axis=1))  # average, then project (paper v2)
+
+    def encode_inputs(self, inputs, positions=None, index=None, keep=None
+                      ) -> tuple[jax.Array, jax.Array | None]:
+        """The input array ``[B, M, C]`` with position features, and its mask (or None)."""
+        if self.multimodal:
+            return self.adapter(inputs, keep)
+        return self.adapter(inputs, positions, index), None
 
     def _modules(self, unit: tuple[Step, ...]) -> tuple[nnx.Module, ...]:
         return tuple(self.cross[i] if kind == "cross" else self.self_attends[i]
                      for kind, i in unit)
 
-    def _unit(self, unit: tuple[Step, ...], z: jax.Array, x: jax.Array) -> jax.Array:
+    def _unit(self, unit: tuple[Step, ...], z: jax.Array, x: jax.Array,
+              mask: jax.Array | None = None) -> jax.Array:
         """One unit, its modules called in order (each rematerialised if ``remat``)."""
         for (kind, _), module in zip(unit, self._modules(unit), strict=True):
             if self.remat:
                 graphdef, state = nnx.split(module)
-                z = _checkpointed(graphdef, kind)(state, z, x)
+                z = _checkpointed(graphdef, kind)(state, z, x, mask)
             else:
-                z = module(z, x) if kind == "cross" else module(z)
+                z = module(z, x, mask=mask) if kind == "cross" else module(z)
         return z
 
     def _scanned(self, unit: tuple[Step, ...], repeats: int, z: jax.Array,
-                 x: jax.Array) -> jax.Array:
+                 x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         """``repeats`` calls of the same modules as one ``lax.scan``: compiled once. A
         cross-attend's keys and values are the same in every repeat (same weights, same
         inputs): they are computed once, before the scan, as the unrolled program's
@@ -179,7 +196,7 @@ class Perceiver(nnx.Module):
 
         def body(z, _):
             for (kind, _i), module in zip(unit, nnx.merge(graphdef, state), strict=True):
-                z = module(z, x, kv) if kind == "cross" else module(z)
+                z = module(z, x, kv, mask) if kind == "cross" else module(z)
             return z, None
 
         z, _ = jax.lax.scan(jax.checkpoint(body) if self.remat else body, z, None,
@@ -188,7 +205,8 @@ class Perceiver(nnx.Module):
 
 
     def _scanned_with_first(self, first: int, unit: tuple[Step, ...], repeats: int,
-                            z: jax.Array, x: jax.Array) -> jax.Array:
+                            z: jax.Array, x: jax.Array, mask: jax.Array | None = None
+                            ) -> jax.Array:
         """The first block too in the scan: its cross-attend's weights are stacked with the
         shared one's and picked by the iteration index, so the whole latent stack is one
         compiled block (the first cross-attend keeps its own weights, as the paper's)."""
@@ -204,7 +222,7 @@ class Perceiver(nnx.Module):
         def body(z, i):
             picked = jax.tree.map(lambda w: w[jnp.minimum(i, 1)], stacked)
             kv_i = None if kv is None else jax.tree.map(lambda t: t[jnp.minimum(i, 1)], kv)
-            z = nnx.merge(graphdef, picked)(z, x, kv_i)
+            z = nnx.merge(graphdef, picked)(z, x, kv_i, mask)
             for module in nnx.merge(tower_def, tower):
                 z = module(z)
             return z, None
@@ -258,9 +276,9 @@ def _first_block_folds(segs: list[tuple[tuple[Step, ...], int]]) -> bool:
 
 def _checkpointed(graphdef: nnx.GraphDef, kind: str):
     """A block as a pure function of its state, recomputed in the backward pass."""
-    def run(state, z, x):
+    def run(state, z, x, mask):
         module = nnx.merge(graphdef, state)
-        return module(z, x) if kind == "cross" else module(z)
+        return module(z, x, mask=mask) if kind == "cross" else module(z)
 
     return jax.checkpoint(run)
 

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from suite.config import Config
+from suite.config.layout import layouts
 from suite.errors import ConfigError
 from suite.models.baselines import ConvNet, TransformerClassifier, ViT
 from suite.models.perceiver import Perceiver
@@ -28,6 +29,9 @@ def build_model(config: Config, *, rngs: nnx.Rngs) -> nnx.Module:
     cls = MODELS.get(config.model.kind)
     if cls is None:
         raise ConfigError(f"model.kind={config.model.kind!r} is not available")
+    if cls is Perceiver:  # its inputs: one grid (perhaps in patches) or one per modality
+        return cls(config.model, d.index_dims, d.channels, d.num_classes, d.pos_dim, rngs=rngs,
+                   layouts=layouts(config))
     return cls(config.model, d.index_dims, d.channels, d.num_classes, d.pos_dim, rngs=rngs)
 
 
@@ -44,6 +48,10 @@ def count_params(model: nnx.Module) -> int:
 def example_inputs(config: Config, batch: int) -> dict[str, jax.ShapeDtypeStruct]:
     """Abstract model inputs for ``batch`` examples (keyword arguments of the model)."""
     d = config.data
+    if d.modalities:
+        return {"inputs": {lay.name: jax.ShapeDtypeStruct((batch, *lay.dims, lay.channels),
+                                                          jnp.float32)
+                           for lay in layouts(config)}}
     shapes = {"inputs": jax.ShapeDtypeStruct((batch, *d.index_dims, d.channels), jnp.float32)}
     if d.pos_dim is not None:
         m = math.prod(d.index_dims)

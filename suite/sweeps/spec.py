@@ -67,9 +67,9 @@ def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in table.items():
         full = f"{prefix}{key}"
-        if isinstance(value, dict):
+        if isinstance(value, dict) and full not in cfg_lib.known_keys():
             out.update(_flatten(value, full + "."))
-        else:
+        else:  # a value, or a per-modality table a field takes: {video = 32, audio = 64}
             out[full] = value
     return out
 

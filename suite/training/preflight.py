@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from suite.config import Config
+from suite.config.layout import layouts
 from suite.errors import ConfigError, SuiteError
 from suite.models import build_model
 from suite.tasks import TASKS
@@ -99,7 +100,13 @@ def batch_spec(config: Config, batch: int, *, label: bool = True,
     m = math.prod(d.index_dims)
     permuted = d.permutation == "fixed"
     shape = (batch, m, d.channels) if permuted else (batch, *d.index_dims, d.channels)
-    spec = {"inputs": jax.ShapeDtypeStruct(shape, jnp.float32)}
+    spec: dict[str, Any] = {"inputs": jax.ShapeDtypeStruct(shape, jnp.float32)}
+    if d.modalities:  # one array per modality, and in training which ones each example keeps
+        spec["inputs"] = {lay.name: jax.ShapeDtypeStruct((batch, *lay.dims, lay.channels),
+                                                         jnp.float32) for lay in layouts(config)}
+        if training and d.modality_dropout:
+            spec["keep"] = {name: jax.ShapeDtypeStruct((batch,), jnp.float32)
+                            for name in sorted(d.modalities)}
     if d.pos_dim is not None:
         spec["positions"] = jax.ShapeDtypeStruct((batch, m, d.pos_dim), jnp.float32)
     elif permuted:
@@ -114,9 +121,9 @@ def batch_spec(config: Config, batch: int, *, label: bool = True,
     return spec
 
 
-def like(batch: dict[str, Any]) -> dict[str, jax.ShapeDtypeStruct]:
-    """Abstract shapes of a concrete batch."""
-    return {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch.items()}
+def like(batch: dict[str, Any]) -> dict[str, Any]:
+    """Abstract shapes of a concrete batch (nested for several modalities)."""
+    return jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype), batch)
 
 
 def budget() -> tuple[int, str]:

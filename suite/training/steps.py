@@ -126,9 +126,10 @@ def evaluate(eval_step, state, ds: data_lib.Dataset, batch_size: int, *,
         kept = weight[:n] > 0
         if batch["label"].ndim == 2:
             labels.append(batch["label"][kept])
-        if n < batch_size:
-            batch = {k: np.concatenate([v, np.repeat(v[-1:], batch_size - n, axis=0)])
-                     for k, v in batch.items()}
+        if n < batch_size:  # every array (and each modality's) padded alike
+            fill = batch_size - n
+            batch = jax.tree.map(
+                lambda v, fill=fill: np.concatenate([v, np.repeat(v[-1:], fill, axis=0)]), batch)
         out = jax.device_get(eval_step(state, batch, weight))
         for k in totals:
             totals[k] += float(out[k])

@@ -1,0 +1,127 @@
+"""Video files, decoded with PyAV (FFmpeg in its wheel) one file at a time in the loader,
+like the image folders: memory is bounded by the prefetch buffer, not the data set.
+
+A file decodes to uint8 frames ``[T, h, w, 3]`` with the shorter side resized to the
+clip's size / 0.875 (the room the crops need) and at most ``MAX_FRAMES`` frames. A clip
+is ``T`` frames every ``data.frame_stride`` (training: from a random offset; evaluation:
+the centre), a shorter file padded by repeating its last frame; its frames share one
+spatial crop: a random-resized crop and flip in training, the centre crop otherwise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from suite.data import images
+from suite.errors import DataError
+
+VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".gif")
+MAX_FRAMES = 512  # decoded per file at most: ~10 s at 50 fps
+
+
+def decode(path: Path, size: tuple[int, int], max_frames: int = MAX_FRAMES) -> np.ndarray:
+    """``[T, h, w, 3]`` uint8, the shorter side ``max(size) / 0.875``; a DataError naming
+    the file when it does not decode (truncated, not a video, no video stream)."""
+    import av
+
+    short = int(round(max(size) / images.EVAL_CROP))
+    frames = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise DataError(f"{path}: no video stream")
+            for frame in container.decode(video=0):
+                scale = short / min(frame.height, frame.width)
+                w, h = max(1, round(frame.width * scale)), max(1, round(frame.height * scale))
+                frames.append(frame.to_ndarray(format="rgb24", width=w, height=h))
+                if len(frames) >= max_frames:
+                    break
+    except DataError:
+        raise
+    except Exception as e:  # av.FFmpegError and its kin, OSError, ValueError
+        raise DataError(f"{path}: not a readable video ({type(e).__name__}: {e})") from None
+    if not frames:
+        raise DataError(f"{path}: not a readable video (no frames decode)")
+    return np.stack(frames)
+
+
+def decode_error(path: Path, size: tuple[int, int]) -> str | None:
+    try:
+        decode(path, size, max_frames=2)
+    except DataError as e:
+        return str(e)
+    return None
+
+
+class VideoFiles:
+    """A lazy ``[n, T, H, W, 3]`` uint8 "array" of video files: an int index decodes one
+    file (all its frames, resized); a slice or index array selects files."""
+
+    dtype = np.dtype(np.uint8)
+    ndim = 5
+    channels = 3
+
+    def __init__(self, paths: list[Path], dims: tuple[int, int, int]):
+        self.paths, self.dims = list(paths), tuple(dims)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.paths), *self.dims, 3)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, idx):
+        if isinstance(idx, int | np.integer):
+            return decode(self.paths[int(idx)], self.dims[1:])
+        picked = np.arange(len(self.paths))[idx]
+        return VideoFiles([self.paths[i] for i in picked], self.dims)
+
+    def check(self, i: int) -> str | None:
+        """Why file ``i`` does not decode, or None if it does."""
+        return decode_error(self.paths[i], self.dims[1:])
+
+    def error(self, i: int) -> str:
+        return self.check(i) or "unreadable in the loader"
+
+    def stats(self, limit: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel mean and std of the centre clips of up to ``limit`` files."""
+        picks = np.linspace(0, len(self) - 1, min(limit, len(self))).astype(int)
+        clips = []
+        for i in picks:
+            try:
+                clips.append(clip(self[int(i)], self.dims, 1, None))
+            except DataError:
+                continue
+        if not clips:
+            raise DataError(f"{self.paths[0].parent}: none of {len(picks)} sampled video "
+                            "files decodes")
+        pixels = np.concatenate([c.reshape(-1, 3) for c in clips]).astype(np.float64)
+        return pixels.mean(axis=0), np.maximum(pixels.std(axis=0), 1e-6)
+
+
+def clip(frames: np.ndarray, dims: tuple[int, int, int], stride: int,
+         rng: np.random.Generator | None, augment: bool = False) -> np.ndarray:
+    """``T`` frames every ``stride`` of a decoded file, one crop for all: ``[T, H, W, 3]``
+    float32 (evaluation, the official centre crop) or uint8 (training crops)."""
+    t, size = dims[0], dims[1:]
+    need = (t - 1) * stride + 1
+    spare = max(0, len(frames) - need)
+    start = int(rng.integers(0, spare + 1)) if rng is not None else spare // 2
+    picked = [min(start + i * stride, len(frames) - 1) for i in range(t)]  # pad: the last
+    chosen = frames[picked]
+    if rng is None or not augment:
+        return np.stack([images.center_crop(f, size) for f in chosen])
+    box = images.crop_box(*chosen.shape[1:3], rng)
+    flip = rng.random() < 0.5
+    out = []
+    for f in chosen:
+        if box is None:
+            g = np.clip(np.rint(images.center_crop(f, size)), 0, 255).astype(np.uint8)
+        else:
+            top, left, ch, cw = box
+            g = images.resize(f[top:top + ch, left:left + cw], size)
+        out.append(g[:, ::-1] if flip else g)
+    return np.stack(out)
