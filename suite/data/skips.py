@@ -33,6 +33,7 @@ class SkipLog:
         self.cfg, self.log = cfg, log
         self.files: dict[str, tuple[str, str]] = {}
         self.examples = 0  # training examples replaced, evaluation examples left out
+        self.sizes: dict[str, int] = {}  # files per split, from the first split of that name
 
     def dropped(self, split: Split, name: str) -> None:
         """Files a reader dropped while loading ``split`` (``Split.skipped``)."""
@@ -41,7 +42,10 @@ class SkipLog:
         self.check(split, name)
 
     def note(self, split: Split, bad: np.ndarray | None, name: str) -> None:
-        """A batch's ``bad`` column (``pipeline.pop_bad``) from ``split``."""
+        """A batch's ``bad`` column (``pipeline.pop_bad``) from ``split``. The share of bad
+        files is of the first split noted under ``name`` (the whole training split, not the
+        training subset ``train_eval/`` evaluates)."""
+        self.sizes.setdefault(name, len(split) + len(split.skipped))
         if bad is None or not (bad >= 0).any():
             return
         files = streamed_files(split)  # image or video files (a modality's, with several)
@@ -61,7 +65,7 @@ class SkipLog:
     def check(self, split: Split, name: str) -> None:
         """Stop (:class:`BadData`) once the split's unreadable share passes the limit."""
         bad = sum(1 for s, _ in self.files.values() if s == name)
-        total = len(split) + len(split.skipped)
+        total = self.sizes.setdefault(name, len(split) + len(split.skipped))
         if total and bad / total > self.cfg.max_bad_fraction:
             first = next(reason for s, reason in self.files.values() if s == name)
             raise BadData(
