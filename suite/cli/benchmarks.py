@@ -31,6 +31,9 @@ def _bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--peer", action="store_true", help="time our step against perceiver-pytorch")
     p.add_argument("--image-folder", metavar="DIR",
                    help="time the streamed image loader on a class-folder tree, per worker count")
+    p.add_argument("--video", nargs="?", const="", metavar="DIR",
+                   help="time the video_folder preset's loader (clips/s per loader worker) "
+                   "against its train step, on DIR or on 64 generated MP4s; OUT/video.*")
     p.add_argument("--report", type=int, nargs="?", const=1000, metavar="N",
                    help="time `report` on N generated run folders (default: 1000) into "
                    "OUT/report.{csv,md}")
@@ -66,6 +69,21 @@ def run_bench(args: argparse.Namespace) -> int:
         return 0
     if args.report:
         return bench_report(args.report, Path(args.out), command, machine_description())
+    if args.video is not None:
+        import pandas as pd
+
+        from suite.benchmarks.bench import video_loader
+        from suite.files import write_text_atomic
+
+        frame = pd.DataFrame(video_loader(args.video or None))
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        write_text_atomic(Path(args.out) / "video.csv", frame.to_csv(index=False))
+        text = "\n".join(["# video_folder preset: training clips/s by loader workers, against "
+                          "its train step", "", frame.to_markdown(index=False), "",
+                          f"- command: `{command}`", f"- machine: {machine_description()}", ""])
+        write_text_atomic(Path(args.out) / "video.md", text)
+        print(text)
+        return 0
     if args.peer or args.targets:
         from suite.benchmarks import peer, targets
 

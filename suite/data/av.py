@@ -129,21 +129,21 @@ def shape_tone(cfg: DataConfig, n_train: int = 2048, n_eval: int = 512) -> tuple
         rng = np.random.default_rng(seed)
         labels = rng.integers(0, 4, n).astype(np.int32)
         direction, pitch = labels // 2, labels % 2
-        video = rng.integers(0, 40, (n, t, h, w, 3), dtype=np.uint8)
+        video = rng.integers(0, 90, (n, t, h, w, 3), dtype=np.uint8)  # busy background
         side = rng.integers(max(2, h // 5), max(3, h // 3), n)
         for i in range(n):
             s = int(side[i])
             top = int(rng.integers(0, h - s + 1))
             x0 = rng.uniform(0, w - s)
             speed = rng.uniform(0.4, 1.0) * (w - s) / max(1, t - 1) * (1 if direction[i] else -1)
-            colour = rng.integers(150, 256, 3)
+            colour = rng.integers(80, 160, 3)  # a faint square
             for f in range(t):
                 x = int(np.clip(round(x0 + speed * f), 0, w - s))
                 video[i, f, top:top + s, x:x + s] = colour
         time = np.arange(samples) / cfg.sample_rate
         base = np.where(pitch == 1, 1200.0, 400.0) * rng.uniform(0.9, 1.1, n)
         audio = (rng.uniform(0.2, 0.8, (n, 1)) * np.sin(2 * np.pi * base[:, None] * time)
-                 + 0.3 * rng.normal(size=(n, samples))).astype(np.float32)
+                 + 1.5 * rng.normal(size=(n, samples))).astype(np.float32)  # a faint tone
         return Split({"audio": audio, "video": video}, labels)
 
     return make(n_train, 21), make(n_eval, 22)
