@@ -10,7 +10,6 @@ and cut or zero-padded to the modality's samples; one that does not read is left
 
 from __future__ import annotations
 
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -39,24 +38,14 @@ def video_folder(cfg: DataConfig) -> tuple[Split, Split]:
 
 
 def read_wav(path: Path, rate: int) -> np.ndarray:
-    """A PCM WAV as mono float32 in [-1, 1] at ``rate`` Hz."""
-    try:
-        with wave.open(str(path), "rb") as w:
-            width, channels, frames, source = (w.getsampwidth(), w.getnchannels(),
-                                               w.getnframes(), w.getframerate())
-            raw = w.readframes(frames)
-    except (wave.Error, EOFError, OSError) as e:
-        raise DataError(f"{path}: not a readable PCM WAV file ({e})") from None
-    dtype = {1: np.uint8, 2: np.int16, 4: np.int32}.get(width)
-    if dtype is None:
-        raise DataError(f"{path}: {8 * width}-bit samples are not supported (8, 16 or 32-bit PCM)")
-    x = np.frombuffer(raw[: len(raw) - len(raw) % (width * channels)], dtype=dtype)
-    x = x.reshape(-1, channels).mean(axis=1)
-    x = (x - 128.0) / 128.0 if dtype is np.uint8 else x / float(np.iinfo(dtype).max)
+    """A PCM WAV as mono float32 in [-1, 1] at ``rate`` Hz (resampled if need be)."""
+    from suite.data.folders import read_pcm
+
+    x, source = read_pcm(path)
     if source != rate:  # another sample rate: resampled to the config's
         import librosa
 
-        x = librosa.resample(x.astype(np.float32), orig_sr=source, target_sr=rate)
+        x = librosa.resample(x, orig_sr=source, target_sr=rate)
     return x.astype(np.float32)
 
 

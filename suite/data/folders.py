@@ -105,13 +105,12 @@ def read_clips(paths: list[Path], labels: np.ndarray, cfg: DataConfig) -> Split:
     return Split(np.stack(audio), labels[kept], None, tuple(skipped))
 
 
-def _read_wav(path: Path, cfg: DataConfig) -> np.ndarray:
-    """A mono PCM WAV as float32 in [-1, 1], cropped or zero-padded to fill
-    ``[*index_dims, channels]`` (samples in order: AudioSet's 480 x 128 layout too)."""
+def read_pcm(path: Path) -> tuple[np.ndarray, int]:
+    """A PCM WAV as mono float32 in [-1, 1], and its sample rate."""
     try:
         with wave.open(str(path), "rb") as w:
             width, channels, frames = w.getsampwidth(), w.getnchannels(), w.getnframes()
-            raw = w.readframes(frames)
+            rate, raw = w.getframerate(), w.readframes(frames)
     except (wave.Error, EOFError, OSError) as e:
         raise DataError(f"{path}: not a readable PCM WAV file ({e})") from None
     dtype = {1: np.uint8, 2: np.int16, 4: np.int32}.get(width)
@@ -120,6 +119,13 @@ def _read_wav(path: Path, cfg: DataConfig) -> np.ndarray:
     x = np.frombuffer(raw[: len(raw) - len(raw) % (width * channels)], dtype=dtype)
     x = x.reshape(-1, channels).mean(axis=1)
     x = (x - 128.0) / 128.0 if dtype is np.uint8 else x / float(np.iinfo(dtype).max)
+    return x.astype(np.float32), rate
+
+
+def _read_wav(path: Path, cfg: DataConfig) -> np.ndarray:
+    """A mono PCM WAV as float32 in [-1, 1], cropped or zero-padded to fill
+    ``[*index_dims, channels]`` (samples in order: AudioSet's 480 x 128 layout too)."""
+    x, _ = read_pcm(path)
     n = int(np.prod(cfg.index_dims)) * cfg.channels
     out = np.zeros(n, dtype=np.float32)
     out[: min(n, len(x))] = x[:n]
