@@ -49,7 +49,9 @@ def truncate(path: Path) -> Path:
 
 def image_config(root, **overrides):
     return C.build("cifar10", {"data.task": "image_folder", "data.data_dir": str(root),
-                               "data.num_classes": 3, "data.index_dims": "32,32",
+                               "data.num_classes": 3, "data.index_dims": "16,16",
+                               "model.num_latents": 16, "model.latent_dim": 32,
+                               "model.self_heads": 2, "model.fourier_bands": 4,
                                "train.batch_size": 16, "train.steps": 30, "train.log_every": 10,
                                "train.eval_every": 15, "train.checkpoint_every": 10,
                                "train.keep_checkpoints": 3, "train.tensorboard": "false",
@@ -88,7 +90,7 @@ def test_a_run_skips_a_truncated_train_and_val_jpeg_names_both_and_resumes_ident
 def test_data_verify_lists_exactly_the_unreadable_files(broken, capsys):
     root, bad = broken
     code = main(["data", "image_folder", "--verify", f"data.data_dir={root}",
-                 "data.num_classes=3", "data.index_dims=32,32"])
+                 "data.num_classes=3", "data.index_dims=16,16"])
     out = capsys.readouterr().out
     assert code == 1 and "2 unreadable" in out
     assert [ln.split()[1].rstrip(":") for ln in out.splitlines()[1:]] == bad

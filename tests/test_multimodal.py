@@ -148,6 +148,7 @@ def video_root(tmp_path_factory):
 
 
 VIDEO = {"data.num_classes": 2, "data.index_dims": "8,32,32", "train.batch_size": 4,
+         "model.num_latents": 16, "model.latent_dim": 32, "model.self_heads": 2,
          "train.steps": 12, "train.log_every": 4, "train.checkpoint_every": 4,
          "train.keep_checkpoints": 3, "train.tensorboard": "false",
          "data.max_bad_fraction": 0.1}
@@ -226,6 +227,7 @@ def test_an_audio_video_run_trains_with_map_and_resumes_bit_identically(tmp_path
     root = write_av_manifest(tmp_path / "av", np.random.default_rng(0))
     config = C.build("av_manifest", {
         "data.data_dir": str(root), "data.num_classes": 3, "data.modality_dropout": "video=0.3",
+        "model.num_latents": 16, "model.latent_dim": 32, "model.self_heads": 2,
         "train.steps": 8, "train.batch_size": 4, "train.log_every": 4,
         "train.checkpoint_every": 4, "train.keep_checkpoints": 3,
         "train.tensorboard": "false"})

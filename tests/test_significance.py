@@ -26,6 +26,7 @@ seeds = [0, 1, 2]
 "train.log_every" = 125
 "train.checkpoint_every" = 250
 "train.tensorboard" = false
+"train.batch_size" = 32
 "model.num_latents" = 8
 "model.latent_dim" = 32
 "model.num_blocks" = 1
