@@ -29,7 +29,8 @@ def versions() -> dict[str, str]:
 
 @functools.cache
 def git_state(folder: Path | None = None) -> dict[str, Any]:
-    """The commit of the suite's checkout and whether tracked files differ from it;
+    """The commit of the suite's checkout and whether tracked files outside ``results/``
+    differ from it (the suite writes its outputs there, which is not a code change);
     ``{"commit": None}`` for an installed copy outside a git work tree."""
     folder = folder or Path(suite.__file__).resolve().parent.parent
 
@@ -44,7 +45,8 @@ def git_state(folder: Path | None = None) -> dict[str, Any]:
     commit = git("rev-parse", "HEAD")
     if not commit:
         return {"commit": None, "dirty": None}
-    status = git("status", "--porcelain", "--untracked-files=no")
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                 ":(exclude)results")
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 

@@ -3,6 +3,7 @@ device of a partitioned program; MFU is against the peak of the run's precision 
 of every device it ran on; subsets keep every class; train accuracy is an evaluation."""
 
 import json
+import subprocess
 from types import SimpleNamespace
 
 import jax
@@ -136,3 +137,19 @@ def test_every_summary_records_the_code_and_library_versions(tmp_path):
     assert block["versions"]["jax"] == jax.__version__
     assert block["suite_version"] and "git_commit" in block and "git_dirty" in block
     assert "jax " + jax.__version__ in provenance.describe(block)
+
+
+def test_a_checkout_is_dirty_for_changed_code_but_not_for_the_results_it_wrote(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "code.py").write_text("a = 1\n")
+    (tmp_path / "results" / "results.csv").write_text("old\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    (tmp_path / "results" / "results.csv").write_text("new\n")
+    assert provenance.git_state.__wrapped__(tmp_path)["dirty"] is False
+    (tmp_path / "code.py").write_text("a = 2\n")
+    assert provenance.git_state.__wrapped__(tmp_path)["dirty"] is True

@@ -347,3 +347,15 @@ def test_a_figure_saved_twice_is_byte_identical(tmp_path):
         return [p.read_bytes() for p in plots.save(fig, tmp_path / name)]
 
     assert draw("a") == draw("b")  # no dates, no random ids: reports diff only on change
+
+
+def test_a_grid_of_single_seeds_says_no_test_was_possible():
+    from suite.analysis.report import notes
+    from suite.analysis.tables import ReportSpec
+
+    agg = pd.DataFrame({"test_vs_best": ["same cell", "n < 2", "n < 2"]})
+    line = next(n for n in notes(ReportSpec(knobs=["k"]), agg) if n.startswith("p vs best"))
+    assert "none possible" in line and "paired" not in line
+    agg = pd.DataFrame({"test_vs_best": ["same cell", "paired t"]})
+    line = next(n for n in notes(ReportSpec(knobs=["k"]), agg) if n.startswith("p vs best"))
+    assert "against the best cell: paired t (paired over" in line

@@ -83,13 +83,14 @@ def notes(spec: ReportSpec, agg: pd.DataFrame) -> list[str]:
     v = spec.versus
     target = "the best cell" if v == "best" else "the reference cell " + ", ".join(
         f"{k}={val}" for k, val in (spec.reference or {}).items())
-    tests = sorted(set(agg.get(f"test_vs_{v}", pd.Series(dtype=str))) - {"same cell"})
+    tests = sorted(set(agg.get(f"test_vs_{v}", pd.Series(dtype=str))) - {"same cell", "n < 2"})
     return [
         f"{label_of(spec.metric)}: mean ± std over the completed seeds of each cell "
         "(n = completed/total runs); 95% CI: the t interval of that mean.",
         f"p vs {v}: two-sided test of each cell against {target}: "
-        + (", ".join(tests) or "none possible") + " (paired over the seeds both ran, Welch's "
-        "otherwise; not corrected for comparing many cells); 'n < 2': too few seeds to test.",
+        + (", ".join(tests) + " (paired over the seeds both ran, Welch's otherwise; not "
+           "corrected for comparing many cells)" if tests else "none possible")
+        + "; 'n < 2': too few seeds to test.",
         "**Bold**: the best cell and every cell tied with it (p >= 0.05): these cannot be "
         "told apart from seed noise.",
         "train, evaluated: a fixed training subset evaluated as the eval split is (no "
