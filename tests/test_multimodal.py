@@ -19,7 +19,7 @@ from suite.cli import main
 from suite.config.layout import layouts
 from suite.data import load, train_batches
 from suite.data.images import center_crop
-from suite.data.video import clip
+from suite.data.video import clip, decode
 from suite.errors import DataError
 from suite.models.encodings import InputAdapter, MultimodalAdapter, grid_positions, patches
 from suite.models.registry import build_model
@@ -181,6 +181,21 @@ def test_an_eval_clip_is_the_centre_and_a_training_clip_one_crop_for_every_frame
     still = np.repeat(frames[:1], 8, axis=0)  # one picture 8 times: one crop for all frames
     train = clip(still, (4, 16, 16), 1, np.random.default_rng(3), augment=True)
     assert train.dtype == np.uint8 and all((f == train[0]).all() for f in train)
+
+
+def test_a_decoded_file_converts_only_the_frames_a_clip_picks(video_root):
+    import av
+
+    path = video_root / "val" / "right" / "0.mp4"
+    frames = decode(path, (32, 32))
+    with av.open(str(path)) as box:  # PyAV's own conversion of every frame, one by one
+        every = np.stack([f.to_ndarray(format="rgb24", width=frames.width,
+                                       height=frames.height) for f in box.decode(video=0)])
+    assert frames.shape == every.shape and min(every.shape[1:3]) == round(32 / 0.875)
+    np.testing.assert_array_equal(frames[[0, 3, 3]], every[[0, 3, 3]])
+    np.testing.assert_array_equal(np.asarray(frames), every)
+    np.testing.assert_array_equal(clip(frames, (4, 32, 32), 2, None),
+                                  clip(every, (4, 32, 32), 2, None))
 
 
 @pytest.mark.slow

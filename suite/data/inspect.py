@@ -65,7 +65,7 @@ def render(info: dict[str, Any]) -> str:
             f" (a seeded, class-stratified data.{split}_limit={info[f'{split}_limit']})"
             if info[f"{split}_limit"] else "") for split in ("train", "eval")),
         f"throughput      {info['throughput_examples_per_s']:,.0f} examples/s "
-        f"({info['workers']} worker processes; data.num_workers)",
+        f"({plural(info['workers'], 'worker process')}; data.num_workers)",
     ]
     return "\n".join(lines)
 
@@ -110,7 +110,8 @@ def verify(ds: Dataset) -> tuple[list[tuple[str, str, str]], int]:
 
 
 def render_verify(bad: list[tuple[str, str, str]], checked: int, workers: int) -> str:
-    lines = [f"decoded {checked:,} files ({workers} worker processes; data.num_workers): "
+    lines = [f"decoded {checked:,} files ({plural(workers, 'worker process')}; "
+             "data.num_workers): "
              f"{len(bad)} unreadable"]
     lines += [f"  {name:<5} {reason}" for name, _, reason in bad]
     return "\n".join(lines)
@@ -157,3 +158,8 @@ def show(ds: Dataset, n: int, path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plural(n: int, noun: str) -> str:
+    """``"1 worker process"``, ``"2 worker processes"``."""
+    return f"{n} {noun}" + ("" if n == 1 else "es" if noun.endswith("s") else "s")

@@ -58,9 +58,8 @@ def prepare(name: str, raw: Any, lay: Layout, cfg: DataConfig, rng: np.random.Ge
             augment: bool) -> np.ndarray:
     """One modality of one example, before normalisation, in the layout's shape."""
     if name == "video":
-        frames = np.asarray(raw)
-        if frames.shape[1:] == (*lay.dims[1:], 3) and len(frames) == lay.dims[0] and \
-                not isinstance(raw, video.VideoFiles):
+        frames = raw if isinstance(raw, video.Frames) else np.asarray(raw)
+        if isinstance(frames, np.ndarray) and frames.shape == (*lay.dims, 3):
             return frames.astype(np.float32)  # already a clip (procedural)
         return video.clip(frames, lay.dims, cfg.frame_stride, rng, augment).astype(np.float32)
     if name == "audio":

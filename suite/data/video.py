@@ -1,8 +1,9 @@
 """Video files, decoded with PyAV (FFmpeg in its wheel) one file at a time in the loader,
 like the image folders: memory is bounded by the prefetch buffer, not the data set.
 
-A file decodes to uint8 frames ``[T, h, w, 3]`` with the shorter side resized to the
-clip's size / 0.875 (the room the crops need) and at most ``MAX_FRAMES`` frames. A clip
+A file decodes to at most ``MAX_FRAMES`` frames, converted to uint8 RGB ``[h, w, 3]``
+with the shorter side resized to the clip's size / 0.875 (the room the crops need) only
+when a clip picks them: conversion costs 5-30x the decoding. A clip
 is ``T`` frames every ``data.frame_stride`` (training: from a random offset; evaluation:
 the centre), a shorter file padded by repeating its last frame; its frames share one
 spatial crop: a random-resized crop and flip in training, the centre crop otherwise.
@@ -10,6 +11,7 @@ spatial crop: a random-resized crop and flip in training, the centre crop otherw
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +23,10 @@ VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".gif")
 MAX_FRAMES = 512  # decoded per file at most: ~10 s at 50 fps
 
 
-def decode(path: Path, size: tuple[int, int], max_frames: int = MAX_FRAMES) -> np.ndarray:
-    """``[T, h, w, 3]`` uint8, the shorter side ``max(size) / 0.875``; a DataError naming
-    the file when it does not decode (truncated, not a video, no video stream)."""
+def decode(path: Path, size: tuple[int, int], max_frames: int = MAX_FRAMES) -> Frames:
+    """A file's frames (at most ``max_frames``), to be converted to RGB with the shorter
+    side ``max(size) / 0.875`` when picked; a DataError naming the file when it does not
+    decode (truncated, not a video, no video stream)."""
     import av
 
     short = int(round(max(size) / images.EVAL_CROP))
@@ -33,9 +36,7 @@ def decode(path: Path, size: tuple[int, int], max_frames: int = MAX_FRAMES) -> n
             if not container.streams.video:
                 raise DataError(f"{path}: no video stream")
             for frame in container.decode(video=0):
-                scale = short / min(frame.height, frame.width)
-                w, h = max(1, round(frame.width * scale)), max(1, round(frame.height * scale))
-                frames.append(frame.to_ndarray(format="rgb24", width=w, height=h))
+                frames.append(frame)
                 if len(frames) >= max_frames:
                     break
     except DataError:
@@ -44,7 +45,57 @@ def decode(path: Path, size: tuple[int, int], max_frames: int = MAX_FRAMES) -> n
         raise DataError(f"{path}: not a readable video ({type(e).__name__}: {e})") from None
     if not frames:
         raise DataError(f"{path}: not a readable video (no frames decode)")
-    return np.stack(frames)
+    scale = short / min(frames[0].height, frames[0].width)
+    return Frames(frames, max(1, round(frames[0].width * scale)),
+                  max(1, round(frames[0].height * scale)), path)
+
+
+_local = threading.local()
+
+
+def _reformatter():
+    """One swscale context per thread, reused across frames: a fresh one per frame (what
+    ``VideoFrame.to_ndarray(width=...)`` makes) costs 5x the conversion itself."""
+    if not hasattr(_local, "reformatter"):
+        from av.video.reformatter import VideoReformatter
+
+        _local.reformatter = VideoReformatter()
+    return _local.reformatter
+
+
+class Frames:
+    """A decoded file's frames, converted to ``[h, w, 3]`` uint8 RGB at one size only when
+    indexed: the conversion and resize cost far more than the decoding, and a clip takes
+    a few of a file's frames."""
+
+    def __init__(self, frames: list, width: int, height: int, path: Path):
+        self.frames, self.width, self.height, self.path = frames, width, height, path
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.frames), self.height, self.width, 3)
+
+    def __getitem__(self, idx) -> np.ndarray:
+        picked = np.arange(len(self.frames))[idx]
+        if np.ndim(picked) == 0:
+            return self._rgb(int(picked))
+        return np.stack([self._rgb(int(i)) for i in picked]).reshape(
+            (*np.shape(picked), self.height, self.width, 3))
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+    def _rgb(self, i: int) -> np.ndarray:
+        try:
+            return _reformatter().reformat(self.frames[i], width=self.width,
+                                           height=self.height, format="rgb24").to_ndarray()
+        except Exception as e:  # a frame that decoded but does not convert
+            raise DataError(f"{self.path}: frame {i} does not convert to RGB "
+                            f"({type(e).__name__}: {e})") from None
 
 
 def decode_error(path: Path, size: tuple[int, int]) -> str | None:
@@ -57,7 +108,7 @@ def decode_error(path: Path, size: tuple[int, int]) -> str | None:
 
 class VideoFiles:
     """A lazy ``[n, T, H, W, 3]`` uint8 "array" of video files: an int index decodes one
-    file (all its frames, resized); a slice or index array selects files."""
+    file (its :class:`Frames`); a slice or index array selects files."""
 
     dtype = np.dtype(np.uint8)
     ndim = 5
@@ -102,7 +153,7 @@ class VideoFiles:
         return pixels.mean(axis=0), np.maximum(pixels.std(axis=0), 1e-6)
 
 
-def clip(frames: np.ndarray, dims: tuple[int, int, int], stride: int,
+def clip(frames: np.ndarray | Frames, dims: tuple[int, int, int], stride: int,
          rng: np.random.Generator | None, augment: bool = False) -> np.ndarray:
     """``T`` frames every ``stride`` of a decoded file, one crop for all: ``[T, H, W, 3]``
     float32 (evaluation, the official centre crop) or uint8 (training crops)."""
