@@ -33,6 +33,14 @@ def test_transformer_flops_grow_quadratically_in_the_input_size():
     assert growth("transformer") > 12.0
 
 
+def test_the_perceiver_io_line_is_the_perceiver_with_one_cross_attend_and_a_query_decoder():
+    config = scaling_config("perceiver_io", 8, TINY)
+    assert config.model.decoder == "query" and config.model.num_cross_attends == 1
+    io = analyse(scaling_config("perceiver_io", 8, TINY), batch=1)
+    plain = analyse(scaling_config("perceiver", 8, TINY), batch=1)
+    assert io["params"] > plain["params"]  # the query and its cross-attend block
+
+
 def test_slope_fit_and_crossover_on_exact_power_laws():
     import numpy as np
 

@@ -32,6 +32,12 @@ MODELS: dict[str, dict[str, Any]] = {
         "model.num_blocks": 2, "model.self_attends_per_block": 3,
         "model.num_cross_attends": 2, "model.self_heads": 4, "model.fourier_bands": 16,
     },
+    "perceiver_io": {  # the same encoder with one cross-attend and the query decoder
+        "model.kind": "perceiver", "model.num_latents": 128, "model.latent_dim": 256,
+        "model.num_blocks": 2, "model.self_attends_per_block": 3,
+        "model.num_cross_attends": 1, "model.self_heads": 4, "model.fourier_bands": 16,
+        "model.decoder": "query",
+    },
     "transformer": {
         "model.kind": "transformer", "model.hidden_dim": 128, "model.num_layers": 4,
         "model.self_heads": 4, "model.fourier_bands": 16,

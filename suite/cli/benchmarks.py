@@ -173,7 +173,9 @@ def _scaling(sub: argparse._SubParsersAction) -> None:
         "shapes (XLA FLOPs, bytes, predicted memory), then run it where it fits the machine "
         "and the time budget (step time, peak RSS). Writes scaling.csv, scaling.md and "
         "log-log plots with fitted slopes and the crossover.")
-    p.add_argument("--models", default="perceiver,transformer", help="default: %(default)s")
+    p.add_argument("--models", default="perceiver,transformer",
+                   help="comma-separated, from perceiver, perceiver_io (one cross-attend, the "
+                   "query decoder) and transformer (default: %(default)s)")
     p.add_argument("--sizes", help="input sizes M, comma-separated (default: 16^2 .. 224^2)")
     p.add_argument("--latents", metavar="N,N,...",
                    help="vary the Perceiver's latent count: one line per value")
