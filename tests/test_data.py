@@ -127,10 +127,26 @@ def test_png_class_folders_are_resized_and_held_out(tmp_path):
 def test_wav_class_folders_load_as_1d_signals(tmp_path):
     root = write_wav_folders(tmp_path / "wav")
     ds = load(cfg("wav_folder", root, **{"data.num_classes": 2, "data.index_dims": "1024",
-                                         "data.eval_fraction": 0.25}).data)
+                                         "data.eval_fraction": 0.25,
+                                         "data.sample_rate": 8000}).data)
     assert ds.train.inputs.shape == (6, 1024, 1)
     assert np.abs(ds.train.inputs[0, :500]).max() == pytest.approx(0.5, abs=0.01)
     assert np.all(ds.train.inputs[:, 500:] == 0)  # zero-padded past the clip
+    assert ds.train.notes == ("audio: 8 clips (8 at 8,000 Hz); 0 resampled to 8,000 Hz "
+                              "(data.sample_rate), 8 shorter than 1,024 samples zero-padded, "
+                              "0 longer cut",)  # the folder's, before the hold-out
+
+
+def test_wav_clips_at_another_rate_are_resampled_to_the_configs(tmp_path):
+    root = write_wav_folders(tmp_path / "wav", per_class=2)  # 500 samples at 8 kHz
+    ds = load(cfg("wav_folder", root, **{"data.num_classes": 2, "data.index_dims": "1024",
+                                         "data.eval_fraction": 0.25,
+                                         "data.sample_rate": 16000}).data)
+    low = ds.train.inputs[list(ds.train.labels).index(1), :, 0]  # classes: high, low
+    assert np.all(low[1000:] == 0) and np.abs(low[990:1000]).max() > 0  # 1,000 samples now
+    crossings = np.count_nonzero(np.diff(np.sign(low[50:950])) != 0)  # 200 Hz keeps its
+    assert crossings == pytest.approx(2 * 200 * 900 / 16000, abs=2)  # pitch at 16 kHz
+    assert "4 resampled to 16,000 Hz" in ds.train.notes[0]
 
 
 def test_modelnet40_hdf5_loads_points_as_positions(tmp_path):

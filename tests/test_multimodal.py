@@ -162,6 +162,9 @@ def test_data_on_a_video_folder_prints_the_clip_shape_and_names_a_corrupt_file(
     out = capsys.readouterr().out
     assert "train / eval    16 / 6 examples" in out and "[8, 32, 32, 3]" in out
     assert "examples/s" in out
+    assert "48x40 at 10 fps, " in out  # what reading does: the files' size and rate,
+    assert "shorter side resized to 37, 32x32 crops" in out  # the resize and crop
+    assert "shorter than 8 frames: last frame repeated" not in out  # 10-19 frames each
     assert main([*args, "--verify"]) == 1
     assert "train/left/3.mp4: not a readable video" in capsys.readouterr().out
     with pytest.raises(DataError, match="3.mp4: not a readable video"):
@@ -196,6 +199,16 @@ def test_a_decoded_file_converts_only_the_frames_a_clip_picks(video_root):
     np.testing.assert_array_equal(np.asarray(frames), every)
     np.testing.assert_array_equal(clip(frames, (4, 32, 32), 2, None),
                                   clip(every, (4, 32, 32), 2, None))
+
+
+def test_data_fps_resamples_a_file_to_the_configs_frame_rate(tmp_path):
+    grey = np.repeat(np.arange(0, 240, 12, dtype=np.uint8), 32 * 32 * 3).reshape(20, 32, 32, 3)
+    path = write_mp4(tmp_path / "ramp.mp4", grey, fps=10)  # frame k has brightness 12 k
+    own, half = decode(path, (16, 16)), decode(path, (16, 16), fps=5)
+    assert len(own) == 20 and len(half) == 10 and own.source[2] == 10
+    shown = np.asarray(half)[:, 8, 8, 0].astype(float) / 12  # every 2nd frame, in order
+    np.testing.assert_allclose(shown, np.arange(0, 20, 2), atol=0.5)
+    assert len(decode(path, (16, 16), fps=20)) == 39  # up: each frame shown twice
 
 
 @pytest.mark.slow

@@ -62,7 +62,7 @@ def _audioset() -> Config:
         model=ModelConfig(
             num_blocks=2, self_attends_per_block=8, num_cross_attends=2, weight_sharing=False
         ),
-        data=DataConfig(task="audioset"),
+        data=DataConfig(task="audioset", sample_rate=48_000),  # 61,440 samples: 1.28 s
         train=TrainConfig(
             optimizer="lamb", learning_rate=4e-3, schedule="constant", loss="sigmoid"
         ),
@@ -71,13 +71,14 @@ def _audioset() -> Config:
 
 def _audioset_av() -> Config:
     # Paper 4.2 / Table 3, audio+video: 32 frames of 224x224 in 2x8x8 space-time patches
-    # (12,544 inputs) and 61,440 raw samples at 48 kHz in 128-sample patches (480), 64
+    # (12,544 inputs, 1.28 s at 25 fps) and 61,440 raw samples at 48 kHz in 128-sample
+    # patches (480), 64
     # bands per dimension (IO paper App. G); 2 cross-attends, 8 self-attends per block, no
     # sharing, sigmoid loss, 527 classes; 30% per-example video dropout in training.
     return Config(
         model=ModelConfig(num_blocks=2, self_attends_per_block=8, num_cross_attends=2,
                           weight_sharing=False, fourier_bands=64),
-        data=DataConfig(task="av_manifest", num_classes=527, sample_rate=48_000,
+        data=DataConfig(task="av_manifest", num_classes=527, sample_rate=48_000, fps=25.0,
                         modality_dims=(("audio", (61_440,)), ("video", (32, 224, 224))),
                         patch_size=(("audio", (128,)), ("video", (2, 8, 8))),
                         modality_dropout=(("video", 0.3),)),

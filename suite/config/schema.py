@@ -107,11 +107,12 @@ class DataConfig:
     modality_dims: DimsTable = ()  # per-modality input grids over the task's defaults
     modality_dropout: FloatTable = ()  # per-example chance a modality is masked out (train)
     frames: int | None = None  # video: frames per clip (None: the task's)
-    frame_stride: int = 1  # video: every k-th frame of the file
+    frame_stride: int = 1  # video: every k-th frame (of the file, or at data.fps)
+    fps: float = 0.0  # video: frames per second files are resampled to (0: their own)
     sample_rate: int = 16000  # audio: the rate clips are resampled to
     audio_features: AudioFeatures = "raw"  # raw samples, or a log-mel spectrogram
-    train_limit: int | None = None  # use the first N training examples (quick grids)
-    eval_limit: int | None = None  # use the first N eval examples
+    train_limit: int | None = None  # N training examples: a seeded, class-stratified draw
+    eval_limit: int | None = None  # N eval examples, drawn the same way
     augment: bool = False  # crop + flip (images), scale jitter (point clouds)
     randaugment_layers: int = 0  # image folders: RandAugment operations per image (paper: 4)
     randaugment_magnitude: int = 5  # their strength, 0..10 (paper: 5)

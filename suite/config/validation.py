@@ -200,6 +200,9 @@ def _validate_data(d: DataConfig) -> None:
     _positive("data.train_limit", d.train_limit)
     _positive("data.eval_limit", d.eval_limit)
     _positive("data.permutation_seed", d.permutation_seed, allow_zero=True)
+    _positive("data.frame_stride", d.frame_stride)
+    _positive("data.fps", d.fps, allow_zero=True)
+    _positive("data.sample_rate", d.sample_rate)
     _positive("data.num_workers", d.num_workers, allow_zero=True)
     _require(d.normalization == "dataset" or d.channels == 3,
              f"data.normalization='imagenet' is for RGB inputs, not data.channels={d.channels}")

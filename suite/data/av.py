@@ -4,8 +4,8 @@ audio-visual set whose label needs both (``shape_tone``).
 
 Video files stream: they are decoded one at a time in the loader (``suite.data.video``).
 WAV clips are read at load, resampled to ``data.sample_rate`` (soxr, through librosa)
-and cut or zero-padded to the modality's samples; one that does not read is left out
-(``data.bad_examples=skip``) or fatal.
+and cut or zero-padded to the modality's samples (``Split.notes`` counts them); one that
+does not read is left out (``data.bad_examples=skip``) or fatal.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 from suite.config import DataConfig
 from suite.config.layout import layouts
 from suite.data.sources import Split, data_dir, missing_error
+from suite.data.folders import ClipNotes, read_wav
 from suite.data.video import VIDEO_EXTS, VideoFiles
 from suite.errors import DataError
 
@@ -32,21 +33,9 @@ def video_folder(cfg: DataConfig) -> tuple[Split, Split]:
 
     def read(files: dict[str, list[Path]], classes: list[str], c: DataConfig) -> Split:
         paths, labels = folders.labelled(files, classes, c)
-        return Split(VideoFiles(paths, tuple(c.index_dims)), labels)
+        return Split(VideoFiles(paths, tuple(c.index_dims), c.fps, c.frame_stride), labels)
 
     return folders.folder_splits(cfg, VIDEO_EXTS, read)
-
-
-def read_wav(path: Path, rate: int) -> np.ndarray:
-    """A PCM WAV as mono float32 in [-1, 1] at ``rate`` Hz (resampled if need be)."""
-    from suite.data.folders import read_pcm
-
-    x, source = read_pcm(path)
-    if source != rate:  # another sample rate: resampled to the config's
-        import librosa
-
-        x = librosa.resample(x, orig_sr=source, target_sr=rate)
-    return x.astype(np.float32)
 
 
 def av_manifest(cfg: DataConfig) -> tuple[Split, Split]:
@@ -69,14 +58,14 @@ def av_manifest(cfg: DataConfig) -> tuple[Split, Split]:
             raise DataError(f"{root / name}: {len(classes)} labels but data.num_classes="
                             f"{cfg.num_classes}; set data.num_classes={len(classes)}")
         hot = np.zeros((len(rows), cfg.num_classes), np.float32)
-        audio, kept, skipped = [], [], []
+        audio, kept, skipped, notes = [], [], [], ClipNotes(cfg.sample_rate, samples)
         for i, (paths, labels) in enumerate(rows):
             unknown = [t for t in labels if t not in classes]
             if unknown:
                 raise DataError(f"{root / name}: label {unknown[0]!r} is not in train.csv")
             hot[i, [classes.index(t) for t in labels]] = 1.0
             try:
-                clip = read_wav(root / paths["audio"], cfg.sample_rate)
+                clip = read_wav(root / paths["audio"], cfg.sample_rate, notes)
             except DataError as e:
                 if cfg.bad_examples == "fail":
                     raise
@@ -88,9 +77,10 @@ def av_manifest(cfg: DataConfig) -> tuple[Split, Split]:
             kept.append(i)
         if not kept:
             raise DataError(f"{root / name}: none of its {len(rows)} audio clips reads")
-        videos = VideoFiles([root / rows[i][0]["video"] for i in kept], lays["video"].dims)
+        videos = VideoFiles([root / rows[i][0]["video"] for i in kept], lays["video"].dims,
+                            cfg.fps, cfg.frame_stride)
         splits.append(Split({"audio": np.stack(audio), "video": videos}, hot[kept], None,
-                            tuple(skipped)))
+                            tuple(skipped), notes.lines()))
     return splits[0], splits[1]
 
 

@@ -87,22 +87,53 @@ def _read_wavs(files: dict[str, list[Path]], classes: list[str], cfg: DataConfig
 
 
 def read_clips(paths: list[Path], labels: np.ndarray, cfg: DataConfig) -> Split:
-    """WAV clips into memory. An unreadable one is a :class:`DataError` under
-    ``data.bad_examples="fail"``; under ``"skip"`` it is left out and recorded in
-    ``Split.skipped`` (the trainer names and counts it)."""
-    audio, kept, skipped = [], [], []
+    """WAV clips into memory, resampled to ``data.sample_rate`` and cut or zero-padded to
+    the input's samples (``Split.notes`` says how many were). An unreadable one is a
+    :class:`DataError` under ``data.bad_examples="fail"``; under ``"skip"`` it is left out
+    and recorded in ``Split.skipped`` (the trainer names and counts it)."""
+    n = int(np.prod(cfg.index_dims)) * cfg.channels
+    audio, kept, skipped, notes = [], [], [], ClipNotes(cfg.sample_rate, n)
     for i, path in enumerate(paths):
         try:
-            audio.append(_read_wav(path, cfg))
-            kept.append(i)
+            x = read_wav(path, cfg.sample_rate, notes)
         except DataError as e:
             if cfg.bad_examples == "fail":
                 raise
             skipped.append((str(path), str(e)))
+            continue
+        out = np.zeros(n, dtype=np.float32)  # samples in order: AudioSet's 480 x 128 too
+        out[: min(n, len(x))] = x[:n]
+        audio.append(out.reshape(*cfg.index_dims, cfg.channels))
+        kept.append(i)
     if not audio:
         raise DataError(f"none of the {len(paths)} clips reads; the first: "
                         f"{skipped[0][1] if skipped else 'no clips listed'}")
-    return Split(np.stack(audio), labels[kept], None, tuple(skipped))
+    return Split(np.stack(audio), labels[kept], None, tuple(skipped), notes.lines())
+
+
+class ClipNotes:
+    """What reading did to audio clips: which rates were resampled, how many clips were
+    cut or zero-padded to the input's samples (for ``perceiver-suite data`` to say)."""
+
+    def __init__(self, rate: int, samples: int):
+        self.rate, self.samples = rate, samples
+        self.rates: dict[int, int] = {}
+        self.short = self.long = 0
+
+    def add(self, source_rate: int, samples: int) -> None:
+        self.rates[source_rate] = self.rates.get(source_rate, 0) + 1
+        self.short += samples < self.samples
+        self.long += samples > self.samples
+
+    def lines(self) -> tuple[str, ...]:
+        if not self.rates:
+            return ()
+        total = sum(self.rates.values())
+        rates = ", ".join(f"{k} at {r:,} Hz" for r, k in sorted(self.rates.items()))
+        moved = sum(k for r, k in self.rates.items() if r != self.rate)
+        return (f"audio: {total:,} clips ({rates}); {moved:,} resampled to {self.rate:,} Hz "
+                f"(data.sample_rate), {self.short:,} shorter than {self.samples:,} samples "
+                f"zero-padded, {self.long:,} longer cut",)
 
 
 def read_pcm(path: Path) -> tuple[np.ndarray, int]:
@@ -122,14 +153,17 @@ def read_pcm(path: Path) -> tuple[np.ndarray, int]:
     return x.astype(np.float32), rate
 
 
-def _read_wav(path: Path, cfg: DataConfig) -> np.ndarray:
-    """A mono PCM WAV as float32 in [-1, 1], cropped or zero-padded to fill
-    ``[*index_dims, channels]`` (samples in order: AudioSet's 480 x 128 layout too)."""
-    x, _ = read_pcm(path)
-    n = int(np.prod(cfg.index_dims)) * cfg.channels
-    out = np.zeros(n, dtype=np.float32)
-    out[: min(n, len(x))] = x[:n]
-    return out.reshape(*cfg.index_dims, cfg.channels)
+def read_wav(path: Path, rate: int, notes: ClipNotes | None = None) -> np.ndarray:
+    """A PCM WAV as mono float32 in [-1, 1] at ``rate`` Hz (resampled with soxr, through
+    librosa, if the file has another)."""
+    x, source = read_pcm(path)
+    if source != rate:
+        import librosa
+
+        x = librosa.resample(x, orig_sr=source, target_sr=rate)
+    if notes is not None:
+        notes.add(source, len(x))
+    return x.astype(np.float32)
 
 
 def wav_folder(cfg: DataConfig) -> tuple[Split, Split]:

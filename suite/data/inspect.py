@@ -51,7 +51,26 @@ def summary(ds: Dataset, batch_size: int = 64, batches: int = 50) -> dict[str, A
         "eval_limit": cfg.eval_limit,
         "throughput_examples_per_s": batches * first["label"].shape[0] / seconds,
         "workers": cfg.num_workers,
+        "reading": reading(ds),
     }
+
+
+def reading(ds: Dataset) -> list[str]:
+    """What reading does to each split's files: audio resampled, cut or padded (counted at
+    load), videos resized, cropped, resampled or padded (from a sample of the files)."""
+    from suite.data.multimodal import streamed_files
+    from suite.data.video import VideoFiles
+
+    out = []
+    for name, split in (("train", ds.train), ("eval", ds.eval)):
+        files = streamed_files(split)
+        notes = [*split.notes, *([f"video: {files.survey()}"]
+                                 if isinstance(files, VideoFiles) else [])]
+        out += [f"{name}: {note}" for note in notes]
+    if out and [n.split(": ", 1)[1] for n in out if n.startswith("train:")] == \
+            [n.split(": ", 1)[1] for n in out if n.startswith("eval:")]:
+        out = [n.split(": ", 1)[1] for n in out if n.startswith("train:")]  # one folder read
+    return out
 
 
 def render(info: dict[str, Any]) -> str:
@@ -66,6 +85,7 @@ def render(info: dict[str, Any]) -> str:
             if info[f"{split}_limit"] else "") for split in ("train", "eval")),
         f"throughput      {info['throughput_examples_per_s']:,.0f} examples/s "
         f"({plural(info['workers'], 'worker process')}; data.num_workers)",
+        *(f"{'reading' if i == 0 else '':<16}{line}" for i, line in enumerate(info["reading"])),
     ]
     return "\n".join(lines)
 

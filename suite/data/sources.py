@@ -49,6 +49,7 @@ class Split:
     labels: np.ndarray
     positions: np.ndarray | None = None
     skipped: tuple[tuple[str, str], ...] = ()  # (path, reason) of files dropped on reading
+    notes: tuple[str, ...] = ()  # what reading did to the files (resampled, cut, padded)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -57,7 +58,7 @@ class Split:
         pos = None if self.positions is None else self.positions[idx]
         inputs = ({k: v[idx] for k, v in self.inputs.items()} if isinstance(self.inputs, dict)
                   else self.inputs[idx])  # several modalities: one array each
-        return Split(inputs, self.labels[idx], pos, self.skipped)
+        return Split(inputs, self.labels[idx], pos, self.skipped, self.notes)
 
 
 def data_dir(cfg: DataConfig) -> Path:

@@ -23,20 +23,25 @@ VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".gif")
 MAX_FRAMES = 512  # decoded per file at most: ~10 s at 50 fps
 
 
-def decode(path: Path, size: tuple[int, int], max_frames: int = MAX_FRAMES) -> Frames:
-    """A file's frames (at most ``max_frames``), to be converted to RGB with the shorter
-    side ``max(size) / 0.875`` when picked; a DataError naming the file when it does not
-    decode (truncated, not a video, no video stream)."""
+def decode(path: Path, size: tuple[int, int], max_frames: int = MAX_FRAMES,
+           fps: float = 0.0) -> Frames:
+    """A file's frames (at most ``max_frames`` decoded), to be converted to RGB with the
+    shorter side ``max(size) / 0.875`` when picked; at ``fps`` frames per second if given
+    (each time step takes the frame shown then), else the file's own. A DataError naming
+    the file when it does not decode (truncated, not a video, no video stream)."""
     import av
 
     short = int(round(max(size) / images.EVAL_CROP))
-    frames = []
+    frames, times = [], []
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise DataError(f"{path}: no video stream")
+            stream = container.streams.video[0]
+            rate = float(stream.average_rate or stream.guessed_rate or 0) or None
             for frame in container.decode(video=0):
                 frames.append(frame)
+                times.append(frame.time)
                 if len(frames) >= max_frames:
                     break
     except DataError:
@@ -45,9 +50,14 @@ def decode(path: Path, size: tuple[int, int], max_frames: int = MAX_FRAMES) -> F
         raise DataError(f"{path}: not a readable video ({type(e).__name__}: {e})") from None
     if not frames:
         raise DataError(f"{path}: not a readable video (no frames decode)")
+    if fps and None not in times and len(frames) > 1:
+        t = np.asarray(times, np.float64) - times[0]
+        steps = np.arange(int(np.floor(t[-1] * fps + 1e-6)) + 1) / fps
+        frames = [frames[i] for i in np.searchsorted(t, steps + 1e-6, side="right") - 1]
     scale = short / min(frames[0].height, frames[0].width)
     return Frames(frames, max(1, round(frames[0].width * scale)),
-                  max(1, round(frames[0].height * scale)), path)
+                  max(1, round(frames[0].height * scale)), path,
+                  source=(frames[0].width, frames[0].height, rate, len(times)))
 
 
 _local = threading.local()
@@ -68,8 +78,10 @@ class Frames:
     indexed: the conversion and resize cost far more than the decoding, and a clip takes
     a few of a file's frames."""
 
-    def __init__(self, frames: list, width: int, height: int, path: Path):
+    def __init__(self, frames: list, width: int, height: int, path: Path,
+                 source: tuple[int, int, float | None, int] | None = None):
         self.frames, self.width, self.height, self.path = frames, width, height, path
+        self.source = source  # the file's width, height, frame rate and decoded frames
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -114,8 +126,9 @@ class VideoFiles:
     ndim = 5
     channels = 3
 
-    def __init__(self, paths: list[Path], dims: tuple[int, int, int]):
-        self.paths, self.dims = list(paths), tuple(dims)
+    def __init__(self, paths: list[Path], dims: tuple[int, int, int], fps: float = 0.0,
+                 stride: int = 1):
+        self.paths, self.dims, self.fps, self.stride = list(paths), tuple(dims), fps, stride
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -126,9 +139,9 @@ class VideoFiles:
 
     def __getitem__(self, idx):
         if isinstance(idx, int | np.integer):
-            return decode(self.paths[int(idx)], self.dims[1:])
+            return decode(self.paths[int(idx)], self.dims[1:], fps=self.fps)
         picked = np.arange(len(self.paths))[idx]
-        return VideoFiles([self.paths[i] for i in picked], self.dims)
+        return VideoFiles([self.paths[i] for i in picked], self.dims, self.fps, self.stride)
 
     def check(self, i: int) -> str | None:
         """Why file ``i`` does not decode, or None if it does."""
@@ -136,6 +149,40 @@ class VideoFiles:
 
     def error(self, i: int) -> str:
         return self.check(i) or "unreadable in the loader"
+
+    def survey(self, limit: int = 16) -> str:
+        """What the loader does to these files, from up to ``limit`` of them: their sizes,
+        frame rates and lengths, and the resize, crop, resampling and padding to a clip."""
+        picks = np.linspace(0, len(self) - 1, min(limit, len(self))).astype(int)
+        seen = []
+        for i in picks:
+            try:
+                seen.append(decode(self.paths[int(i)], self.dims[1:], fps=self.fps))
+            except DataError:
+                continue
+        if not seen:
+            return f"none of {len(picks)} sampled files decodes"
+        t, (h, w) = self.dims[0], self.dims[1:]
+        sizes = sorted({f"{f.source[0]}x{f.source[1]}" for f in seen})
+        rates = sorted({f"{f.source[2]:g}" for f in seen if f.source[2]})
+        def span(values: list[int]) -> str:
+            return f"{min(values)}" if min(values) == max(values) else \
+                f"{min(values)}-{max(values)}"
+
+        need = (t - 1) * self.stride + 1
+        short = sum(len(f) < need for f in seen)
+        length = span([f.source[3] for f in seen]) + " frames" + (
+            f" ({span([len(f) for f in seen])} at {self.fps:g} fps)" if self.fps else "")
+        text = (f"{len(seen)} sampled: {', '.join(sizes[:3])}{' ...' if len(sizes) > 3 else ''}"
+                f" at {', '.join(rates[:3]) or '?'} fps, {length}; "
+                f"shorter side resized to {min(seen[0].height, seen[0].width)}, {h}x{w} crops "
+                f"(centre in eval, random-resized in training); clips of {t} frames every "
+                f"{self.stride}")
+        text += (f" at {self.fps:g} fps (resampled)" if self.fps
+                 else " at each file's own rate (data.fps resamples)")
+        if short:
+            text += f"; {short} of {len(seen)} shorter than {need} frames: last frame repeated"
+        return text
 
     def stats(self, limit: int = 32) -> tuple[np.ndarray, np.ndarray]:
         """Per-channel mean and std of the centre clips of up to ``limit`` files."""
