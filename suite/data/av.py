@@ -16,8 +16,8 @@ import numpy as np
 
 from suite.config import DataConfig
 from suite.config.layout import layouts
-from suite.data.sources import Split, data_dir, missing_error
 from suite.data.folders import ClipNotes, read_wav
+from suite.data.sources import Split, data_dir, missing_error
 from suite.data.video import VIDEO_EXTS, VideoFiles
 from suite.errors import DataError
 
