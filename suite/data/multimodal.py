@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import grain
 import numpy as np
 
 from suite.config import DataConfig
@@ -112,19 +111,3 @@ class Transform:
         if "bad" in rec:
             out["bad"] = rec["bad"]
         return out
-
-
-class RandomTransform(grain.transforms.RandomMap):
-    def __init__(self, transform: Transform):
-        self.transform = transform
-
-    def random_map(self, rec, rng: np.random.Generator):
-        return self.transform(rec, rng)
-
-
-class EvalTransform(grain.transforms.Map):
-    def __init__(self, transform: Transform):
-        self.transform = transform
-
-    def map(self, rec):
-        return self.transform(rec, None)

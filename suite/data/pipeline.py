@@ -215,7 +215,9 @@ def _crop_and_flip(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 class _RandomTransform(grain.transforms.RandomMap):
-    def __init__(self, transform: Transform):
+    """A per-example transform (one modality's or several's) with grain's per-record RNG."""
+
+    def __init__(self, transform: Transform | multimodal.Transform):
         self.transform = transform
 
     def random_map(self, rec, rng: np.random.Generator):
@@ -256,14 +258,16 @@ class _MixBatch(grain.transforms.RandomMap):
                 "mix_ratio": ratio}
 
 
-def _random_transform(ds: Dataset, augment: bool):
-    if ds.config.modalities:
-        return multimodal.RandomTransform(multimodal.Transform(ds, augment))
-    return _RandomTransform(Transform(ds, augment=augment))
+def _transform(ds: Dataset, augment: bool) -> Transform | multimodal.Transform:
+    return (multimodal.Transform if ds.config.modalities else Transform)(ds, augment)
+
+
+def _random_transform(ds: Dataset, augment: bool) -> _RandomTransform:
+    return _RandomTransform(_transform(ds, augment))
 
 
 class _EvalTransform(grain.transforms.Map):
-    def __init__(self, transform: Transform):
+    def __init__(self, transform: Transform | multimodal.Transform):
         self.transform = transform
 
     def map(self, rec):
@@ -316,8 +320,7 @@ def eval_batches(ds: Dataset, batch_size: int, split: Split | None = None) -> gr
     mds = (
         grain.MapDataset.source(_Source(ds.eval if split is None else split,
                                         ds.config.bad_examples == "skip"))
-        .map(multimodal.EvalTransform(multimodal.Transform(ds, False)) if ds.config.modalities
-             else _EvalTransform(Transform(ds, augment=False)))
+        .map(_EvalTransform(_transform(ds, augment=False)))
         .batch(batch_size, drop_remainder=False)
     )
     return mds.to_iter_dataset(read_options(ds.config))
