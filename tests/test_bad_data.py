@@ -26,19 +26,10 @@ QUIET = {"progress": False, "log": lambda m: None}
 
 
 def jpeg_folders(root: Path, per_class=40, val=10):
-    """train/ and val/ folders of 3 classes of small JPEGs of assorted sizes."""
-    from PIL import Image
+    """train/ and val/ folders of 3 classes of small JPEGs of assorted sizes, 000.jpg on."""
+    from test_real_scale_data import write_jpeg_folders
 
-    rng = np.random.default_rng(0)
-    for split, n in (("train", per_class), ("val", val)):
-        for k, c in enumerate(("cat", "dog", "owl")):
-            (root / split / c).mkdir(parents=True)
-            for i in range(n):
-                h, w = rng.integers(40, 90, 2)
-                img = np.full((h, w, 3), 60 * k, np.uint8) + rng.integers(0, 40, (h, w, 3),
-                                                                           dtype=np.uint8)
-                Image.fromarray(img).save(root / split / c / f"{i:03d}.jpg", quality=90)
-    return root
+    return write_jpeg_folders(root, per_class=per_class, val=val, name="{:03d}.jpg")
 
 
 def truncate(path: Path) -> Path:

@@ -20,19 +20,21 @@ from suite.training.trainer import train_and_evaluate
 QUIET = {"progress": False, "log": lambda m: None}
 
 
-def write_jpeg_folders(root: Path, classes=("cat", "dog", "owl"), per_class=70, seed=0):
-    """train/ and val/ class folders of JPEGs of assorted sizes (a few hundred in all)."""
+def write_jpeg_folders(root: Path, classes=("cat", "dog", "owl"), per_class=70, seed=0,
+                       val=None, name="{}.jpg"):
+    """train/ and val/ class folders of JPEGs of assorted sizes (``val``: per class,
+    default a fifth of ``per_class``)."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    for split, n in (("train", per_class), ("val", per_class // 5)):
+    for split, n in (("train", per_class), ("val", per_class // 5 if val is None else val)):
         for k, c in enumerate(classes):
             (root / split / c).mkdir(parents=True)
             for i in range(n):
                 h, w = rng.integers(40, 90, 2)
                 img = np.full((h, w, 3), 60 * k, np.uint8) + rng.integers(0, 40, (h, w, 3),
                                                                            dtype=np.uint8)
-                Image.fromarray(img).save(root / split / c / f"{i}.jpg", quality=90)
+                Image.fromarray(img).save(root / split / c / name.format(i), quality=90)
     return root
 
 
