@@ -102,6 +102,9 @@ def test_the_attention_command_on_a_digits_run_writes_both_maps_and_the_figure(t
     for k in (1, 2):
         assert np.load(out / f"cross_attend_{k}.npy").shape == (32, 8, 8)
     assert (out / "attention.png").stat().st_size > 10_000 and (out / "attention.svg").exists()
+    said = (out / "maps.txt").read_text()  # what was drawn and how to draw it again
+    assert f"command: perceiver-suite attention {run} --split eval --example 2 --out {out} " \
+        "model.cross_attention_chunk=16" in said and "step 10" in said and "machine: " in said
     assert main(["attention", str(run), "--split", "eval", "--out", str(out),
                  "model.num_latents=8"]) == 2
     assert "attention maps are of the trained model" in capsys.readouterr().err

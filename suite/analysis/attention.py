@@ -196,7 +196,9 @@ def _panel(fig, rows: int, cols: int, slot: int, kind: str, values: np.ndarray |
         ax.set_zticks([])
 
 
-def describe(maps: dict[int, Any], out: Path) -> str:
+def describe(maps: dict[int, Any], out: Path, header: list[str] | None = None) -> str:
+    """One line per cross-attend (shape, range) into ``out/maps.txt``, after ``header``
+    (what was drawn, the command, the machine and code), and returned without it."""
     lines = []
     for k, m in maps.items():
         for name, part in (m.items() if isinstance(m, dict) else [("", m)]):
@@ -204,7 +206,7 @@ def describe(maps: dict[int, Any], out: Path) -> str:
             lines.append(f"cross-attend {k}{' ' + name if name else ''}: {shape} "
                          f"(min {part.min():.3g}, max {part.max():.3g})")
     text = "\n".join(lines)
-    write_text_atomic(out / "maps.txt", text + "\n")
+    write_text_atomic(out / "maps.txt", "\n".join([*(header or []), text]) + "\n")
     return text
 
 

@@ -145,9 +145,23 @@ def _attention(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_attention)
 
 
+def attention_command(args: argparse.Namespace) -> str:
+    """The ``attention`` command line that draws these maps again."""
+    return " ".join([
+        "perceiver-suite attention", str(args.workdir),
+        f"--inputs {args.inputs}" if args.inputs else f"--split {args.split}",
+        f"--example {args.example}",
+        *([f"--cross-attend {' '.join(map(str, args.cross_attend))}"] if args.cross_attend
+          else []),
+        *([f"--latents {' '.join(map(str, args.latents))}"] if args.latents != [0] else []),
+        f"--out {args.out}", *args.overrides])
+
+
 def run_attention(args: argparse.Namespace) -> int:
     from suite import config as cfg_lib
+    from suite import provenance
     from suite.analysis import attention
+    from suite.training.devices import machine_description
     from suite.training.inference import folder_config, load_state
 
     overrides = cfg_lib.parse_overrides(args.overrides)
@@ -162,6 +176,9 @@ def run_attention(args: argparse.Namespace) -> int:
     where = f"--inputs {args.inputs}" if args.inputs else f"{args.split} split"
     attention.draw(maps, config, example, args.latents, out / "attention",
                    f"{workdir.name}: step {step}, example {args.example} of the {where}")
-    print(attention.describe(maps, out))
+    header = [f"run: {workdir} (step {step}); example {args.example} of the {where}",
+              f"command: {attention_command(args)}", f"machine: {machine_description()}",
+              f"code: {provenance.describe(provenance.record())}", ""]
+    print(attention.describe(maps, out, header))
     print(f"wrote {out}/cross_attend_*.npy, attention.png, attention.svg", file=sys.stderr)
     return 0
