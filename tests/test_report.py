@@ -208,6 +208,27 @@ def test_index_html_renders_in_headless_chromium(results, tmp_path):
     assert shot.stat().st_size > 10_000
 
 
+def test_committed_results_without_run_folders_redraw_from_results_csv(results):
+    from suite.sweeps.results import write_results_csv
+
+    write_report(results, plots=False)
+    before = pd.read_csv(results / "report" / "table.csv")
+    write_results_csv(results)
+    shutil.rmtree(results / "runs")  # a clone: run folders are never committed
+    written = write_report(results)
+    after = pd.read_csv(results / "report" / "table.csv")
+    pd.testing.assert_frame_equal(before, after)
+    assert "eval_accuracy_vs_num_latents.png" in written and "curves.png" not in written
+    md = (results / "report" / "table.md").read_text()
+    assert "final row from" in md and "no learning curves" in md and "n16_s2" in md
+
+
+def test_an_unreadable_results_csv_is_one_line(tmp_path):
+    (tmp_path / "results.csv").write_text("just,a\nheader,row\n")
+    with pytest.raises(SuiteError, match="results.csv: not a results table"):
+        write_report(tmp_path)
+
+
 def test_a_folder_without_runs_is_a_clear_error(tmp_path):
     with pytest.raises(SuiteError, match="no run folders"):
         write_report(tmp_path)

@@ -5,7 +5,9 @@ The experiment is the run set ``OUT/grid.json`` records (``suite.sweeps.record``
 spec as written plus its overrides, every shard's runs. Its runs are aggregated; a run
 folder outside it (a quick look with ``train.steps=50``, a run of an earlier version of
 the spec) is listed apart with what differs, never averaged in. Folders without a
-recorded run set expand their ``spec.toml``; folders without either are read whole.
+recorded run set expand their ``spec.toml``; folders without either are read whole. A
+folder without run folders (committed results: ``runs/`` is not committed) is read from
+its ``results.csv``, so its tables and figures can be redrawn from a clone.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pandas as pd
 from suite import config as cfg_lib
 from suite.errors import SuiteError
 from suite.sweeps import record as record_lib
-from suite.sweeps.results import read_runs
+from suite.sweeps.results import read_results_csv, read_runs
 
 BOOKKEEPING = {"run_id", "status", "varied", "reason", "step"}
 
@@ -45,6 +47,10 @@ def load(out: Path) -> Experiment:
     """The experiment of ``out`` and the other run folders there."""
     out = Path(out)
     rows = read_runs(out)
+    rows_from = ""
+    if not rows and (rows := read_results_csv(out)):
+        rows_from = (f"; each run's final row from {out / 'results.csv'} (no run folders "
+                     "here: no learning curves or attention maps)")
     rec = record_lib.read(out)
     source = f"{out / record_lib.RECORD}"
     if rec is None:
@@ -56,7 +62,7 @@ def load(out: Path) -> Experiment:
                              f"perceiver-suite run SPEC --out {out})")
         frame = tidy(pd.DataFrame(rows))
         return Experiment(frame, _others([], pd.DataFrame()), [], None,
-                          "every run folder (no spec recorded)")
+                          "every run folder (no spec recorded)" + rows_from)
     knobs = list(dict.fromkeys(k for v in rec.runs.values() for k in v if k != "seed"))
     mine = [r for r in rows if r["run_id"] in rec.runs]
     found = {r["run_id"] for r in mine}
@@ -69,7 +75,8 @@ def load(out: Path) -> Experiment:
     frame = frame.sort_values("run_id", key=lambda s: s.map(order)).reset_index(drop=True)
     others = tidy(pd.DataFrame([r for r in rows if r["run_id"] not in rec.runs]))
     check_cells(frame, knobs, out)
-    return Experiment(frame, _others(_spec_configs(rec, frame), others), knobs, rec, source)
+    return Experiment(frame, _others(_spec_configs(rec, frame), others), knobs, rec,
+                      source + rows_from)
 
 
 def tidy(frame: pd.DataFrame) -> pd.DataFrame:

@@ -19,7 +19,9 @@ def _report(sub: argparse._SubParsersAction) -> None:
         "missing ones listed; other run folders there listed apart, never averaged in) as "
         "mean ± std over seeds with 95%% t intervals and a test of each cell against the "
         "best, and write OUT/report/: table.md, table.tex, table.csv, seaborn plots (PNG, "
-        "SVG and the CSV each is drawn from) and a self-contained index.html.")
+        "SVG and the CSV each is drawn from) and a self-contained index.html. A folder "
+        "without run folders (committed results) is read from its results.csv: the same "
+        "tables and figures, without learning curves or attention maps.")
     p.add_argument("out", help="a results folder, e.g. results/demo; or a spec (with the "
                    "overrides its run took): its results folder")
     p.add_argument("--metric", help="the metric to tabulate and plot (default: the spec's "

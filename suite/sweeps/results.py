@@ -90,6 +90,29 @@ def read_runs(out: Path) -> list[dict[str, Any]]:
     return [r for r in rows if r is not None]
 
 
+def read_results_csv(out: Path) -> list[dict[str, Any]]:
+    """The rows of ``out/results.csv``: the runs of a results folder whose run folders are
+    not at hand (a clone of committed results: ``runs/`` is never committed), so its
+    tables and figures can still be redrawn. Empty cells read as None."""
+    path = Path(out) / "results.csv"
+    if not path.is_file():
+        return []
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError) as e:
+        from suite.errors import SuiteError
+
+        raise SuiteError(f"{path}: not a readable results table ({e})") from None
+    if "run_id" not in frame or "status" not in frame:
+        from suite.errors import SuiteError
+
+        raise SuiteError(f"{path}: not a results table (no run_id and status columns)")
+    frame = frame.astype(object).where(frame.notna(), None)
+    return frame.to_dict("records")
+
+
 def write_results_csv(out: Path) -> Path:
     """Rebuild ``out/results.csv`` from the run folders, atomically."""
     rows = read_runs(out)
