@@ -158,13 +158,17 @@ def test_bfloat16_attention_matches_plain_attention_and_so_do_its_gradients():
     def loss(f):
         return lambda q, k, v: jnp.sum(jnp.sin(f(q, k, v).astype(jnp.float32)))
 
+    def rel(got, want):  # bfloat16 rounding, as a whole: one element may sit near zero
+        return float(jnp.linalg.norm(got - want) / jnp.linalg.norm(want))
+
+    mixed = mixed_attention(q, k, v, jnp.dtype(jnp.bfloat16))
+    assert rel(mixed.astype(jnp.float32), jax.nn.dot_product_attention(q, k, v)) < 0.02
     ours = loss(lambda q, k, v: mixed_attention(q, k, v, jnp.dtype(jnp.bfloat16)))
     plain = loss(jax.nn.dot_product_attention)
-    np.testing.assert_allclose(ours(q, k, v), plain(q, k, v), rtol=0.02)
     for got, want in zip(jax.grad(ours, argnums=(0, 1, 2))(q, k, v),
                          jax.grad(plain, argnums=(0, 1, 2))(q, k, v), strict=True):
         assert got.dtype == jnp.float32
-        np.testing.assert_allclose(got, want, rtol=0.05, atol=0.03)  # bfloat16 operands
+        assert rel(got, want) < 0.03
 
 
 @pytest.mark.parametrize("make,dots_per_step", [
