@@ -155,22 +155,40 @@ def write(rows: list[dict[str, Any]], out: Path, command: str,
     return out / "pipeline.md"
 
 
-def image_loader(folder: str, workers: tuple[int, ...] = (0, 1, 2), batches: int = 10,
+def image_loader(folder: str | None, workers: tuple[int, ...] = (0, 1, 2), batches: int = 10,
                  batch_size: int = 32) -> list[dict[str, Any]]:
     """Streamed image folders: training images/s (224x224 random-resized crops, flips and
     RandAugment 4 x 5, as the ImageNet preset) with 0 (threads only), 1, 2... loader
-    worker processes."""
-    rows = []
-    for n in workers:
-        config = cfg_lib.build("cifar10", {
-            "data.task": "image_folder", "data.data_dir": folder, "data.index_dims": "224,224",
-            "data.augment": True, "data.randaugment_layers": 4, "data.num_workers": n,
-            "data.num_classes": 1000})
-        ds = data_lib.load(config.data)
-        speed = pipeline_throughput(ds, batch_size, batches)
-        rows.append({"loader_workers": n, "images_per_s": round(speed, 1),
-                     "images_per_s_per_worker": round(speed / max(1, n), 1)})
+    worker processes. Without ``folder``, 2,000 generated 256x256 JPEGs."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = folder or str(generated_images(Path(tmp) / "images"))
+        rows = []
+        for n in workers:
+            config = cfg_lib.build("cifar10", {
+                "data.task": "image_folder", "data.data_dir": root,
+                "data.index_dims": "224,224", "data.augment": True,
+                "data.randaugment_layers": 4, "data.num_workers": n, "data.num_classes": 1000})
+            ds = data_lib.load(config.data)
+            speed = pipeline_throughput(ds, batch_size, batches)
+            rows.append({"loader_workers": n, "images_per_s": round(speed, 1),
+                         "images_per_s_per_worker": round(speed / max(1, n), 1)})
     return rows
+
+
+def generated_images(root: Path, classes: int = 10, per_class: int = 200) -> Path:
+    """``classes`` folders of random 256x256 JPEGs (quality 90), for the loader bench."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        (root / f"c{c}").mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / f"c{c}" / f"{i}.jpg", quality=90)
+    return root
 
 
 def video_loader(folder: str | None, workers: tuple[int, ...] = (0, 1, 2), batches: int = 8

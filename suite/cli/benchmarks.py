@@ -29,8 +29,10 @@ def _bench(sub: argparse._SubParsersAction) -> None:
                    metavar="NAMES", help="measure the fast-step targets (default: all of "
                    "memory,compile,cache,bfloat16)")
     p.add_argument("--peer", action="store_true", help="time our step against perceiver-pytorch")
-    p.add_argument("--image-folder", metavar="DIR",
-                   help="time the streamed image loader on a class-folder tree, per worker count")
+    p.add_argument("--image-folder", nargs="?", const="", metavar="DIR",
+                   help="time the streamed image loader (224x224 crops, RandAugment 4 x 5) per "
+                   "worker count, on a class-folder tree DIR or on 2,000 generated 256x256 "
+                   "JPEGs; OUT/images.*")
     p.add_argument("--video", nargs="?", const="", metavar="DIR",
                    help="time the video_folder preset's loader (clips/s per loader worker) "
                    "against its train step, on DIR or on 64 generated MP4s; OUT/video.*")
@@ -52,37 +54,21 @@ def run_bench(args: argparse.Namespace) -> int:
 
     command = " ".join(["perceiver-suite bench", *sys.argv[2:]])
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    if args.image_folder:
-        import pandas as pd
-
+    if args.image_folder is not None:
         from suite.benchmarks.bench import image_loader
-        from suite.files import write_text_atomic
 
-        frame = pd.DataFrame(image_loader(args.image_folder))
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        write_text_atomic(Path(args.out) / "images.csv", frame.to_csv(index=False))
-        text = "\n".join(["# Streamed image folder: training images/s by loader workers", "",
-                          frame.to_markdown(index=False), "", f"- command: `{command}`",
-                          f"- machine: {machine_description()}", ""])
-        write_text_atomic(Path(args.out) / "images.md", text)
-        print(text)
+        print(loader_table(image_loader(args.image_folder or None), Path(args.out), "images",
+                           "Streamed image folder: training images/s by loader workers",
+                           command, machine_description()))
         return 0
     if args.report:
         return bench_report(args.report, Path(args.out), command, machine_description())
     if args.video is not None:
-        import pandas as pd
-
         from suite.benchmarks.bench import video_loader
-        from suite.files import write_text_atomic
 
-        frame = pd.DataFrame(video_loader(args.video or None))
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        write_text_atomic(Path(args.out) / "video.csv", frame.to_csv(index=False))
-        text = "\n".join(["# video_folder preset: training clips/s by loader workers, against "
-                          "its train step", "", frame.to_markdown(index=False), "",
-                          f"- command: `{command}`", f"- machine: {machine_description()}", ""])
-        write_text_atomic(Path(args.out) / "video.md", text)
-        print(text)
+        print(loader_table(video_loader(args.video or None), Path(args.out), "video",
+                           "video_folder preset: training clips/s by loader workers, against "
+                           "its train step", command, machine_description()))
         return 0
     if args.peer or args.targets:
         from suite.benchmarks import peer, targets
@@ -102,6 +88,22 @@ def run_bench(args: argparse.Namespace) -> int:
                  dispatch_overhead())
     print(path.read_text())
     return 0
+
+
+def loader_table(rows: list[dict], out: Path, name: str, title: str, command: str,
+                 machine: str) -> str:
+    """``OUT/<name>.csv`` and ``OUT/<name>.md`` (the table, the command, the machine)."""
+    import pandas as pd
+
+    from suite.files import write_text_atomic
+
+    frame = pd.DataFrame(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / f"{name}.csv", frame.to_csv(index=False))
+    text = "\n".join([f"# {title}", "", frame.to_markdown(index=False), "",
+                      f"- command: `{command}`", f"- machine: {machine}", ""])
+    write_text_atomic(out / f"{name}.md", text)
+    return text
 
 
 def bench_report(runs: int, out: Path, command: str, machine: str) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from suite import provenance
+from suite.errors import SuiteError
 from suite.files import read_json, write_text_atomic
 
 SUMMARY_FIELDS = (
@@ -102,12 +103,8 @@ def read_results_csv(out: Path) -> list[dict[str, Any]]:
     try:
         frame = pd.read_csv(path)
     except (OSError, ValueError) as e:
-        from suite.errors import SuiteError
-
         raise SuiteError(f"{path}: not a readable results table ({e})") from None
     if "run_id" not in frame or "status" not in frame:
-        from suite.errors import SuiteError
-
         raise SuiteError(f"{path}: not a results table (no run_id and status columns)")
     frame = frame.astype(object).where(frame.notna(), None)
     return frame.to_dict("records")
