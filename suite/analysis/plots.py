@@ -2,7 +2,8 @@
 the Pareto front of metric against cost. Every line or point is one config cell:
 knobs that vary but are on neither axis become facets, or join the legend when they
 vary together with its knob (a ``[zip]``); bars and bands are 95% t intervals of the
-mean over seeds. Each figure's data is written beside it (``<figure>.csv``, one row
+mean over seeds, and every figure counts the runs behind each point or line. Only completed
+runs are drawn. Each figure's data is written beside it (``<figure>.csv``, one row
 per cell and seed), so any figure can be checked and redrawn.
 """
 
@@ -197,7 +198,8 @@ def metric_vs_knob(frame: pd.DataFrame, spec: ReportSpec, x: str, hue: str | Non
             low, high = ax.get_ylim()
             ax.set_ylim(max(low, 0.0), min(high, 100.0))
     width = max(60, int(grid.figure.get_figwidth() * 15))
-    title = f"{spec.metric} vs {short(x)}: mean over seeds ({seeds_text(data)}); {BARS}"
+    point = [x] + (["legend"] if legend else []) + (["facet"] if col else [])
+    title = f"{spec.metric} vs {short(x)}: mean over seeds ({seeds_text(data, point)}); {BARS}"
     grid.figure.suptitle("\n".join([*textwrap.wrap(title, width),
                                     *textwrap.wrap(held_fixed(spec), width)]), fontsize=9)
     grid.tight_layout()
@@ -205,12 +207,14 @@ def metric_vs_knob(frame: pd.DataFrame, spec: ReportSpec, x: str, hue: str | Non
                 data, layout=False)
 
 
-def seeds_text(data: pd.DataFrame) -> str:
-    keys = [c for c in data.columns if c not in ("seed", "run_id") and c in data]
-    sizes = data.groupby([c for c in keys if not c.startswith(("eval/", "train"))] or ["seed"],
-                         dropna=False).size()
+def seeds_text(data: pd.DataFrame, point: list[str]) -> str:
+    """'n = 3 seeds per point': the rows of ``data`` (one completed run each) behind each
+    drawn point, the rows sharing the ``point`` columns, counted rather than assumed."""
+    sizes = data.groupby(point, dropna=False).size()
     lo, hi = int(sizes.min()), int(sizes.max())
-    return f"n = {lo} per point" if lo == hi else f"n = {lo} to {hi} per point"
+    if lo == hi:
+        return f"n = {lo} seed{'s' if lo > 1 else ''} per point"
+    return f"n = {lo} to {hi} seeds per point"
 
 
 def cell_label(frame: pd.DataFrame, spec: ReportSpec) -> pd.Series:
@@ -223,35 +227,65 @@ def cell_label(frame: pd.DataFrame, spec: ReportSpec) -> pd.Series:
 
 def learning_curves(frame: pd.DataFrame, curves: pd.DataFrame, spec: ReportSpec,
                     out_dir: Path) -> list[Path]:
-    """Accuracy over steps per cell: the training batches' running window (augmented,
-    with dropout), the fixed training subset evaluated, and the eval split."""
+    """Accuracy over steps per cell, over its completed runs only (a failed or stopped
+    run's curve would bend the mean where it ends): the training batches' running window
+    (augmented, with dropout), the fixed training subset evaluated, and the eval split.
+    The legend counts each line's runs; a split logged once per run is drawn as markers."""
+    done = frame[frame["status"] == "completed"]
+    curves = curves[curves["run_id"].isin(set(done["run_id"]))]
     if curves.empty:
         return []
-    labels = dict(zip(frame["run_id"], cell_label(frame, spec), strict=True))
+    labels = dict(zip(done["run_id"], cell_label(done, spec), strict=True))
     data = curves.assign(config=curves["run_id"].map(labels), **{
         "accuracy (%)": 100.0 * curves["accuracy"]})
-    order = list(dict.fromkeys(labels[r] for r in frame["run_id"] if r in set(curves["run_id"])))
+    data["completed_runs"] = data.groupby("config")["run_id"].transform("nunique")
+    line = data["config"] + data["completed_runs"].map(
+        lambda n: f" (n = {n} completed run{'s' if n > 1 else ''})")
+    order = list(dict.fromkeys(line[data["run_id"] == r].iloc[0] for r in done["run_id"]
+                               if r in set(data["run_id"])))
     if len(order) > MAX_CURVE_CELLS:
         return []
     splits = [s for s in ("train", "train_eval", "eval") if s in set(data["split"])]
+    palette = dict(zip(order, sns.color_palette("deep", len(order)), strict=True))
     fig, ax = plt.subplots(figsize=(7.6, 4.6))
-    sns.lineplot(data=data, x="step", y="accuracy (%)", hue="config", hue_order=order,
-                 style="split", style_order=splits, errorbar=t_interval,
-                 err_kws={"alpha": 0.08}, ax=ax)
+    sns.lineplot(data=data, x="step", y="accuracy (%)", hue=line.rename("config"),
+                 hue_order=order, palette=palette, style="split", style_order=splits,
+                 errorbar=t_interval, err_kws={"alpha": 0.08}, ax=ax)
+    mark_single_points(ax, data.assign(line=line), palette)
     means = data.groupby(["config", "split", "step"])["accuracy (%)"].mean()
     ax.set_ylim(max(0.0, means.min() - 10), min(100.0, means.max() + 10))  # bands may pass it
-    ax.set_title("accuracy over steps, mean over seeds (bands: 95% t interval): training "
-                 "batches (window,\naugmented), the training subset evaluated, the eval split; "
-                 "the gap between the last two is overfitting\n" + held_fixed(spec), fontsize=8)
+    lo, hi = int(data["completed_runs"].min()), int(data["completed_runs"].max())
+    runs = f"n = {lo}" if lo == hi else f"n = {lo} to {hi}"
+    ax.set_title(f"accuracy over steps, mean over completed runs ({runs} per line; bands: 95% "
+                 "t interval): training batches (window,\naugmented), the training subset "
+                 "evaluated, the eval split; the gap between the last two is overfitting\n"
+                 + held_fixed(spec), fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     return save(fig, out_dir / "curves", data)
 
 
+def mark_single_points(ax: plt.Axes, data: pd.DataFrame, palette: dict[str, Any]) -> None:
+    """A line with one step per run has no length: give it (and its split's legend entry)
+    a marker, and its interval as a bar, so that what the legend lists can be seen."""
+    steps = data.groupby(["line", "split"])["step"].nunique()
+    single = steps[steps == 1]
+    sparse = set(single.index.get_level_values("split"))
+    for artist in ax.lines:  # the drawn lines, then seaborn's legend entries (no points)
+        points = len(artist.get_xdata())
+        if points == 1 or (points == 0 and artist.get_label() in sparse):
+            artist.set_marker("o")
+    for name, split in single.index:
+        values = data.loc[(data["line"] == name) & (data["split"] == split)]
+        mean, (low, high) = values["accuracy (%)"].mean(), t_interval(values["accuracy (%)"])
+        ax.errorbar(values["step"].iloc[0], mean, yerr=[[mean - low], [high - mean]],
+                    fmt="none", ecolor=palette[name], lw=1)
+
+
 def pareto(frame: pd.DataFrame, spec: ReportSpec, out_dir: Path) -> list[Path]:
     """The metric against train FLOPs per example and against wall-clock seconds per run,
     one point per cell (mean over seeds), marker size = XLA's predicted memory; the
-    cells no other cell beats on both axes are joined."""
+    Pareto front (``frontier``) is joined."""
     done = completed(frame, spec.metric)
     costs = [c for c in ("flops_per_example_analytic", "wall_seconds") if c in done]
     if done.empty or not costs:
@@ -271,7 +305,7 @@ def pareto(frame: pd.DataFrame, spec: ReportSpec, out_dir: Path) -> list[Path]:
                    c=sns.color_palette("deep", len(cells)))
         front = frontier(cells[cost], cells["metric"], spec.higher_is_better)
         ax.plot(cells.loc[front, cost], cells.loc[front, "metric"], "k--", lw=1,
-                label="not beaten on both axes")
+                label="Pareto front: no other cell as good on both axes, better on one")
         for name, r in cells.iterrows():
             ax.annotate(name, (r[cost], r["metric"]), fontsize=6, xytext=(3, 3),
                         textcoords="offset points")
@@ -285,24 +319,28 @@ def pareto(frame: pd.DataFrame, spec: ReportSpec, out_dir: Path) -> list[Path]:
         ax.margins(x=0.3, y=0.1)  # room for the labels
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"{spec.metric} against cost, one point per cell (mean over seeds); marker "
-                 "area: XLA's predicted train-step memory\n" + held_fixed(spec), fontsize=9)
-    data = done[[*[k for k in spec.knobs if k in done], "seed", "run_id", spec.metric, *costs,
-                 "memory_GiB"]]
+    fig.suptitle(f"{spec.metric} against cost, one point per cell (mean over seeds, "
+                 f"{seeds_text(done, ['cell'])}); marker area: XLA's predicted train-step "
+                 "memory\n" + held_fixed(spec), fontsize=9)
+    data = done[["cell", *[k for k in spec.knobs if k in done], "seed", "run_id", spec.metric,
+                 *costs, "memory_GiB"]]
     return save(fig, out_dir / f"{spec.metric.replace('/', '_')}_pareto", data)
 
 
 def frontier(cost: pd.Series, metric: pd.Series, higher_is_better: bool) -> list[Any]:
-    """Index labels of the points no other point beats (cost <=, metric >=, one strictly),
-    by increasing cost."""
+    """Index labels of the Pareto front, by increasing cost: the points no other point
+    dominates, i.e. none is at least as good on both axes and strictly better on one. A
+    cell that costs the same as another and scores worse is dominated (learning-rate or
+    encoding grids share one cost); exact duplicates dominate neither, so both stay.
+    Points with a missing cost or metric are on no front."""
     sign = 1.0 if higher_is_better else -1.0
-    best, front = -np.inf, []
-    for i in cost.sort_values(kind="stable").index:
-        value = sign * metric[i]
-        if value > best:
-            front.append(i)
-            best = value
-    return front
+    c = pd.to_numeric(cost, errors="coerce")
+    m = sign * pd.to_numeric(metric, errors="coerce")
+    known = c.notna() & m.notna()
+    c, m = c[known], m[known]
+    front = [i for i in c.index
+             if not ((c <= c[i]) & (m >= m[i]) & ((c < c[i]) | (m > m[i]))).any()]
+    return sorted(front, key=lambda i: (c[i], -m[i]))
 
 
 def all_figures(frame: pd.DataFrame, curves: pd.DataFrame, spec: ReportSpec,
