@@ -26,11 +26,11 @@ from suite.analysis.tables import (
     paper_table,
     pivot_table,
     report_spec,
-    significance,
     to_latex,
     to_markdown,
     with_gap,
 )
+from suite.analysis.verdicts import significance, significance_notes
 from suite.files import read_jsonl, write_text_atomic
 
 TEMPLATES = jinja2.Environment(
@@ -80,19 +80,10 @@ def curves(out: Path, frame: pd.DataFrame) -> pd.DataFrame:
 
 def notes(spec: ReportSpec, agg: pd.DataFrame) -> list[str]:
     """What the table's numbers are, in words."""
-    v = spec.versus
-    target = "the best cell" if v == "best" else "the reference cell " + ", ".join(
-        f"{k}={val}" for k, val in (spec.reference or {}).items())
-    tests = sorted(set(agg.get(f"test_vs_{v}", pd.Series(dtype=str))) - {"same cell", "n < 2"})
     return [
         f"{label_of(spec.metric)}: mean ± std over the completed seeds of each cell "
-        "(n = completed/total runs); 95% CI: the t interval of that mean.",
-        f"p vs {v}: two-sided test of each cell against {target}: "
-        + (", ".join(tests) + " (paired over the seeds both ran, Welch's otherwise; not "
-           "corrected for comparing many cells)" if tests else "none possible")
-        + "; 'n < 2': too few seeds to test.",
-        "**Bold**: the best cell and every cell tied with it (p >= 0.05): these cannot be "
-        "told apart from seed noise.",
+        "(n = completed/total runs); 95% CI: the t interval of that mean (none for one seed).",
+        *significance_notes(spec, agg),
         "train, evaluated: a fixed training subset evaluated as the eval split is (no "
         "augmentation, no dropout); gap: that minus the eval accuracy.",
     ]
@@ -133,8 +124,8 @@ def write_report(out: Path, *, metric: str | None = None, rows: list[str] | None
                         f"figure can show ({plots_lib.MAX_CURVE_CELLS}); every run's curves "
                         "are in its metrics.jsonl and TensorBoard.")
     caption = (f"{spec.description or spec.name}: {spec.metric}, mean ± std over seeds (n = "
-               "completed/total runs); bold: tied with the best cell (p >= 0.05). Machine: "
-               f"{prov['machine']}.")
+               "completed/total runs); bold: tied with the best cell (p >= 0.05, Holm-adjusted). "
+               f"Machine: {prov['machine']}.")
     written = {
         "table.md": markdown(spec, shown, tied, bold, pivot, not_completed, too_big, exp, prov,
                              said),

@@ -8,7 +8,6 @@ missing runs are counted and listed, never dropped.
 
 from __future__ import annotations
 
-import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,7 +135,7 @@ def aggregate(frame: pd.DataFrame, knobs: list[str], metrics: list[str]) -> pd.D
             continue
         g = done.groupby(keys, dropna=False)[m]
         out[f"{m} mean"] = g.mean().reindex(out.index)
-        out[f"{m} std"] = g.std(ddof=1).reindex(out.index).fillna(0.0)
+        out[f"{m} std"] = g.std(ddof=1).reindex(out.index)  # nan for one seed: unknown
     for extra in ("params", "flops_forward_analytic", "flops_per_example_analytic",
                   "memory_predicted_bytes"):  # the same for every seed of a cell
         if extra in frame:
@@ -161,30 +160,9 @@ def seeds_of(frame: pd.DataFrame, knobs: list[str], metric: str) -> list[dict[in
     return out
 
 
-def significance(agg: pd.DataFrame, frame: pd.DataFrame, spec: ReportSpec) -> pd.DataFrame:
-    """``ci95_low``, ``ci95_high`` of the metric's mean, and against the best cell (or
-    ``spec.reference``): ``delta_vs_*``, ``p_vs_*``, ``test_vs_*``, ``tied_with_*``."""
-    m, versus = spec.metric, spec.versus
-    cells = seeds_of(frame, spec.knobs, m)
-    agg = agg.copy()
-    intervals = [stats.t_interval(list(c.values())) for c in cells]
-    agg["ci95_low"] = [lo for lo, _ in intervals]
-    agg["ci95_high"] = [hi for _, hi in intervals]
-    target = reference_row(agg, spec) if spec.reference else best_row(agg, spec)
-    comparisons = [stats.Comparison(math.nan, math.nan, "n < 2", 0) if target is None else
-                   stats.Comparison(0.0, 1.0, "same cell", len(c)) if i == target else
-                   stats.compare(c, cells[target]) for i, c in enumerate(cells)]
-    agg[f"delta_vs_{versus}"] = [c.delta for c in comparisons]
-    agg[f"p_vs_{versus}"] = [c.p for c in comparisons]
-    agg[f"test_vs_{versus}"] = [c.test for c in comparisons]
-    agg[f"tied_with_{versus}"] = [stats.tied_text(c) for c in comparisons]
-    if spec.reference:  # the best cell is still what the tables bold
-        best = best_row(agg, spec)
-        agg["tied_with_best"] = [stats.tied_text(
-            stats.Comparison(0.0, 1.0, "same cell", len(c)) if i == best else
-            stats.compare(c, cells[best])) if best is not None else "n < 2"
-            for i, c in enumerate(cells)]
-    return agg
+def holm_header(versus: str, k: int) -> str:
+    """The shown column of the p that decides: Holm-adjusted over ``k`` cells."""
+    return f"p vs {versus}, Holm (k={k})"
 
 
 def best_row(agg: pd.DataFrame, spec: ReportSpec) -> int | None:
@@ -258,6 +236,9 @@ def paper_table(agg: pd.DataFrame, spec: ReportSpec) -> tuple[pd.DataFrame, list
             v = spec.versus
             shown[f"p vs {v}"] = [_fmt_p(p, t, v) for p, t in zip(
                 agg[f"p_vs_{v}"], agg[f"test_vs_{v}"], strict=True)]
+            k = int(agg[f"test_vs_{v}"].isin(stats.TESTS).sum())
+            shown[holm_header(v, k)] = [_fmt_p(p, t, v) for p, t in zip(
+                agg[f"p_vs_{v}_holm"], agg[f"test_vs_{v}"], strict=True)]
     shown["n"] = [f"{c}/{r}" for c, r in zip(agg["completed"], agg["runs"], strict=True)]
     if agg["failed"].any():  # n = completed/total says it otherwise
         shown["failed"] = agg["failed"]
@@ -273,9 +254,9 @@ def paper_table(agg: pd.DataFrame, spec: ReportSpec) -> tuple[pd.DataFrame, list
 
 
 def _fmt_p(p: float, test: str, versus: str) -> str:
-    if test == "same cell":
+    if test == stats.SAME:
         return versus
-    if test == "n < 2" or pd.isna(p):
+    if test == stats.FEW or pd.isna(p):
         return "n < 2"
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 

@@ -89,15 +89,20 @@ def run_report(args: argparse.Namespace) -> int:
 def _compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compare", help="per-cell deltas and p-values between two results folders of a spec",
-        description="Match the cells of two results folders of the same spec (another code "
-        "version, machine or precision) by their varied keys and print each cell's change "
-        "in the metric with a p-value (paired t-test over the seeds both ran, Welch's "
-        "otherwise), and how the folders' recorded code and machines differ. Exit status: "
-        "0 when no cell moved beyond seed noise (p >= 0.05), 1 when some did, 2 when the "
-        "folders share no cell.")
+        description="Check that two results folders ran the same config (every key outside "
+        "the varied ones, run by run), match their cells by the varied keys and print each "
+        "cell's change in the metric with a p-value (exact sign-flip test over the seeds "
+        "both ran, exact permutation test of the runs otherwise) and that p Holm-adjusted "
+        "over the cells compared, which decides; then how the folders' recorded code, "
+        "libraries, plugins, machines and precision differ. Exit status: 0 when no cell "
+        "moved beyond seed noise (Holm-adjusted p >= 0.05), 1 when some did, 2 when the "
+        "configs differ (without --allow-config-diff) or the folders share no cell.")
     p.add_argument("old", help="the results folder to compare against")
     p.add_argument("new", help="the results folder to compare")
     p.add_argument("--metric", help="default: the spec's [report] metric, else eval/accuracy")
+    p.add_argument("--allow-config-diff", action="store_true",
+                   help="compare folders whose configs differ outside the varied keys (e.g. "
+                   "train.steps); the differing keys are printed first")
     p.set_defaults(func=run_compare)
 
 
@@ -108,6 +113,6 @@ def run_compare(args: argparse.Namespace) -> int:
     for folder in (old, new):
         if not folder.is_dir():
             raise SuiteError(f"{folder}: no such results folder")
-    result = compare(old, new, args.metric)
+    result = compare(old, new, args.metric, allow_config_diff=args.allow_config_diff)
     print(render(result, old, new))
     return result.exit_code
