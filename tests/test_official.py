@@ -13,6 +13,7 @@ import pytest
 
 from suite import config as C
 from suite.cli import main
+from suite.training.hf_format import HFFormatError, read_folder
 from suite.training.inference import predict_arrays
 from suite.training.official import OfficialFormatError, import_official, read_pickle
 
@@ -199,6 +200,32 @@ def test_a_pickle_that_would_run_code_is_refused_before_anything_runs(tmp_path, 
     assert not (tmp_path / "ran-code").exists() and not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("variant", ["numpy 1", "protocol 3", "protocol 4", "protocol 5",
+                                     "fortran order", "big-endian"])
+def test_released_checkpoints_as_numpy_1_and_2_write_them_read_exactly(tmp_path, variant):
+    params = official_params()
+    if variant == "fortran order":
+        params = {m: {k: np.asfortranarray(v) for k, v in leaves.items()}
+                  for m, leaves in params.items()}
+    if variant == "big-endian":
+        params = {m: {k: v.astype(">f4") for k, v in leaves.items()}
+                  for m, leaves in params.items()}
+    protocol = int(variant[-1]) if variant.startswith("protocol") else 4
+    data = pickle.dumps({"params": params, "state": {}}, protocol=3 if variant == "numpy 1"
+                        else protocol)
+    if variant == "numpy 1":  # numpy 1 names numpy.core.multiarray where 2 has numpy._core
+        data = data.replace(b"numpy._core.", b"numpy.core.")
+    (tmp_path / "w.pystate").write_bytes(data)
+    read = read_pickle(tmp_path / "w.pystate")
+    assert read.keys() == params.keys()
+    for module, leaves in params.items():
+        assert read[module].keys() == leaves.keys()
+        for name, array in leaves.items():
+            got = read[module][name]
+            assert got.dtype == np.float32 and got.flags.c_contiguous
+            np.testing.assert_array_equal(got, array)
+
+
 @pytest.mark.slow
 def test_imported_weights_fine_tune_and_resume_like_any_run(pystate, tmp_path, capsys):
     path, _ = pystate
@@ -236,3 +263,90 @@ def test_hugging_faces_format_imports_and_gives_its_own_logits(tmp_path):
     ours = predict_arrays(tmp_path / "run", inputs)
     np.testing.assert_allclose(ours, np.load(FIXTURE / "logits.npy"), rtol=0, atol=1e-4)
     assert "safetensors" in json.loads((tmp_path / "run" / "imported.json").read_text())["format"]
+
+
+def safetensors_bytes(header: dict, data: bytes = b"") -> bytes:
+    text = json.dumps(header).encode()
+    return len(text).to_bytes(8, "little") + text + data
+
+
+def port(tmp_path, config=None, header=None, data=b"", raw=None) -> Path:
+    """A Hugging Face folder: ``config.json`` and ``model.safetensors`` as given."""
+    folder = tmp_path / "port"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"image_size": 8} if config is None
+                                                   else config))
+    (folder / "model.safetensors").write_bytes(
+        raw if raw is not None else safetensors_bytes(header or {}, data))
+    return folder
+
+
+def refusal(folder) -> str:
+    with pytest.raises(HFFormatError) as caught:
+        read_folder(folder)
+    assert "\n" not in str(caught.value)
+    return str(caught.value)
+
+
+LATENTS = "perceiver.embeddings.latents"
+
+
+@pytest.mark.parametrize(("config", "says"), [
+    ([1, 2], "config.json: expected a JSON object of the model's settings, found [1, 2]"),
+    ({"image_size": "224"}, 'config.json: image_size="224": expected a positive integer'),
+    ({"image_size": None}, "config.json: image_size=null: expected a positive integer"),
+    ({"image_size": True}, "config.json: image_size=true: expected a positive integer"),
+    ({"num_blocks": 0}, "config.json: num_blocks=0: expected a positive integer"),
+    ({"hidden_act": ["gelu"]}, 'config.json: hidden_act=["gelu"]: the Perceiver\'s MLPs'),
+    ({"use_query_residual": "no"}, 'use_query_residual="no": expected true or false'),
+])
+def test_a_hugging_face_config_of_the_wrong_types_is_one_line(tmp_path, config, says):
+    assert says in refusal(port(tmp_path, config=config))
+
+
+def test_a_config_that_is_not_json_is_one_line(tmp_path):
+    folder = port(tmp_path)
+    (folder / "config.json").write_text("{\n  'image_size': 8\n}")
+    assert "config.json: not a readable JSON config (Expecting property name" in \
+        refusal(folder)
+
+
+@pytest.mark.parametrize(("header", "data", "says"), [
+    ({"perceiver.decoder.decoder.final_layer.scale": {
+        "dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, bytes(4),
+     "model.safetensors: tensor perceiver.decoder.decoder.final_layer.scale has no place"),
+    ({"perceiver.encoder.self_attends.00.layernorm.weight": {
+        "dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, bytes(4),
+     "tensor perceiver.encoder.self_attends.00.layernorm.weight has no place"),
+    ({"bad\nname": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, bytes(4),
+     'tensor "bad\\nname" has no place'),
+    ({LATENTS: {"dtype": "I64", "shape": [1], "data_offsets": [0, 8]}}, bytes(8),
+     'tensor perceiver.embeddings.latents has dtype "I64"; only F16, F32, F64 are read'),
+    ({LATENTS: {"dtype": "F32", "shape": [1 << 40, 1 << 20], "data_offsets": [0, 4]}},
+     bytes(4), "do not fit its F32 data in the file's 4 bytes"),
+    ({LATENTS: {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, bytes(4),
+     "shape [4] and data_offsets [0, 16] do not fit"),
+    ({LATENTS: {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+      "perceiver.decoder.decoder.final_layer.bias": {
+          "dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, bytes(12),
+     "tensors perceiver.embeddings.latents and perceiver.decoder.decoder.final_layer.bias "
+     "share bytes"),
+    ([1], b"", "the header is [1], not a JSON object"),
+])
+def test_a_safetensors_header_out_of_bounds_or_with_unknown_names_is_one_line(
+        tmp_path, header, data, says):
+    assert says in refusal(port(tmp_path, header=header, data=data))
+
+
+def test_a_safetensors_header_size_past_the_file_is_refused_before_reading(tmp_path):
+    raw = (1 << 40).to_bytes(8, "little") + b"{}"
+    assert "a header of 1,099,511,627,776 bytes in a file of 10: not a safetensors file" in \
+        refusal(port(tmp_path, raw=raw))
+
+
+def test_the_cli_refuses_a_bad_hugging_face_folder_and_writes_nothing(tmp_path, capsys):
+    folder = port(tmp_path, config={"image_size": "8"})
+    code = main(["import-official", str(folder), "--workdir", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and 'image_size="8"' in err[0]
+    assert not (tmp_path / "run").exists()

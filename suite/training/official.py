@@ -2,8 +2,11 @@
 
 The released ``imagenet_fourier_position_encoding.pystate`` is a pickle of
 ``{"params": {module path: {name: array}}, "state": {...}}`` (Haiku). A pickle can run
-code when loaded, so it is read by an unpickler that admits numpy arrays, dtypes and
-plain containers only: any other global is refused, naming it, before anything runs.
+code when loaded, and numpy's own pickle functions can build object arrays from raw
+bytes or allocate far more than the file holds, so it is read by ``safe_pickle``: numpy's
+names are answered by checking stand-ins that build only bool, integer and float arrays
+from buffers of the declared length, in dicts with str keys, declaring no more bytes in
+all than the file has; anything else is refused in one line before it is allocated.
 Every official array maps to one parameter of the suite's Perceiver IO (``MAPPING``)
 with an exact shape check; arrays left over on either side are an error naming them.
 The config comes from the arrays' shapes (latents, widths, self-attends per block,
@@ -17,8 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
-import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -28,14 +29,8 @@ import numpy as np
 from suite import config as cfg_lib
 from suite.config import Config
 from suite.errors import SuiteError
-from suite.training import hf_format
+from suite.training import hf_format, safe_pickle
 
-ALLOWED = {  # what a pickle of numpy arrays in dicts names, numpy 1 and 2 alike
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"),
-}
 ENCODER = "perceiver_encoder/~/"
 DECODER = "classification_decoder/~/basic_decoder/"
 LINEARS = {"attn/q": "attention/linear", "attn/k": "attention/linear_1",
@@ -50,36 +45,32 @@ class OfficialFormatError(SuiteError):
     """A checkpoint that is not (or not safely) in the released format."""
 
 
-class _Restricted(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in ALLOWED:
-            return super().find_class(module, name)
-        raise OfficialFormatError(f"{self.path}: refused: the pickle names {module}.{name}, "
-                                  "which could run code when loaded; only numpy arrays and "
-                                  "plain containers are read (nothing was executed)")
-
-
 def read_pickle(path: Path) -> dict[str, dict[str, np.ndarray]]:
-    """``params`` of a released ``.pystate`` file, read without running any code."""
+    """``params`` of a released ``.pystate`` file, read without running any code and
+    without allocating more than the file holds (``safe_pickle``)."""
     try:
         data = Path(path).read_bytes()
     except OSError as e:
         raise OfficialFormatError(f"{path}: cannot read ({e.strerror or e})") from None
-    reader = _Restricted(io.BytesIO(data))
-    reader.path = path
     try:
-        raw = reader.load()
-    except OfficialFormatError:
-        raise
-    except Exception as e:  # a truncated or foreign file
-        raise OfficialFormatError(f"{path}: not a readable checkpoint pickle ({type(e).__name__}: "
-                                  f"{e})") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("params"), dict):
+        tree = safe_pickle.load_arrays(data)
+    except safe_pickle.PickleRefused as e:
+        raise OfficialFormatError(f"{path}: {e}") from None
+    params = tree.get("params") if isinstance(tree, dict) else None
+    if not isinstance(params, dict):
+        found = ("one array" if not isinstance(tree, dict) else
+                 "params as one array" if "params" in tree else
+                 f"the keys {', '.join(safe_pickle.clean(k, 40) for k in sorted(tree)[:4])}"
+                 if tree else "an empty dict")
         raise OfficialFormatError(f"{path}: expected {{'params': {{module: {{name: array}}}}, "
-                                  f"'state': ...}}, found {type(raw).__name__} with keys "
-                                  f"{sorted(raw) if isinstance(raw, dict) else '-'}")
-    return {str(m): {str(k): np.asarray(v) for k, v in leaves.items()}
-            for m, leaves in raw["params"].items()}
+                                  f"'state': ...}}, found {found}")
+    for module, leaves in params.items():
+        inner = leaves.values() if isinstance(leaves, dict) else [leaves]
+        if not isinstance(leaves, dict) or any(isinstance(v, dict) for v in inner):
+            raise OfficialFormatError(f"{path}: params/{safe_pickle.clean(module)} is not "
+                                      "{name: array}: the released format is "
+                                      "{'params': {module: {name: array}}}")
+    return params
 
 
 def official_key(path: str) -> tuple[str, str]:
@@ -115,10 +106,14 @@ def infer_config(params: dict[str, dict[str, np.ndarray]], base: Config,
     ``overrides`` the rest (heads, blocks, the input grid, the query residual)."""
     def shape(module: str, name: str) -> tuple[int, ...]:
         try:
-            return params[module][name].shape
+            found = tuple(np.shape(params[module][name]))
         except KeyError:
             raise OfficialFormatError(f"no array {module}/{name}: not an official Perceiver IO "
                                       "classifier (Fourier features)") from None
+        if len(found) != 2 or 0 in found:
+            raise OfficialFormatError(f"{module}/{name} is {list(found)}: the official array "
+                                      "is a matrix (two sizes, neither 0)")
+        return found
 
     n, d = shape(f"{ENCODER}trainable_position_encoding", "pos_embs")
     c, f = shape(f"{ENCODER}cross_attention/attention/linear_1", "w")
@@ -164,6 +159,9 @@ def load_into(model: Any, params: dict[str, dict[str, np.ndarray]], where: str) 
         if array is None:
             missing.append(f"{module}/{name} (for {path})")
             continue
+        if np.asarray(array).dtype.kind != "f":
+            raise OfficialFormatError(f"{where}: {module}/{name} has dtype "
+                                      f"{np.asarray(array).dtype}: weights are floating point")
         if tuple(array.shape) != tuple(leaf.shape):
             raise OfficialFormatError(f"{where}: {module}/{name} is {list(array.shape)}, the "
                                       f"model's {path} is {list(leaf.shape)}")
