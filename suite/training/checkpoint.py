@@ -11,13 +11,16 @@ check (Orbax's commit marker absent, a file missing, truncated or with other byt
 were written) is moved to ``checkpoints_corrupt/`` and the previous one tried. A
 checkpoint of another structure (a model changed by a code or Flax upgrade, a missing
 RNG stream), an I/O error or running out of memory stops with a ``CheckpointError``
-that names the folder, the step and what differs, and nothing is moved.
+that names the folder, the step and what differs, and nothing is moved. A read-only
+checkpointer (``evaluate``, ``predict``, ``attention``) moves nothing ever: it notes a
+corrupt checkpoint, leaves it where it is and tries the previous one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 import sys
 import zlib
@@ -110,20 +113,32 @@ def _files(step_dir: Path) -> list[Path]:
 
 
 class Checkpointer:
-    """Save and restore training state under ``directory`` (keeps the last ``keep``)."""
+    """Save and restore training state under ``directory`` (keeps the last ``keep``).
 
-    def __init__(self, directory: Path, keep: int):
+    ``read_only``: restores only; nothing under ``directory`` is created, moved or deleted.
+    """
+
+    def __init__(self, directory: Path, keep: int, read_only: bool = False):
         self.directory = Path(directory).absolute()  # Orbax wants absolute paths
         self.run_dir = self.directory.parent
+        self.read_only = read_only
+        if read_only and not self.directory.is_dir():
+            raise CheckpointError(f"{self.run_dir}: no {self.directory.name}/ folder "
+                                  "(not trained, or not imported, yet)")
+        absl_log, level = logging.getLogger("absl"), logging.getLogger("absl").level
+        if read_only:  # else Orbax warns that a read-only manager will not save
+            absl_log.setLevel(logging.ERROR)
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=keep, create=True, enable_async_checkpointing=False
+                max_to_keep=keep, create=not read_only, read_only=read_only,
+                enable_async_checkpointing=False
             ),
             item_handlers={"state": ocp.StandardCheckpointHandler(),
                            "data": ocp.JsonCheckpointHandler(),
                            "meta": ocp.JsonCheckpointHandler()},
         )
+        absl_log.setLevel(level)
         self.moved_aside: list[int] = []  # corrupt steps moved away by the last restore
 
     def save(self, step: int, state: nnx.State, data_state: dict, meta: dict) -> None:
@@ -195,6 +210,11 @@ class Checkpointer:
         return None
 
     def _move_aside(self, step: int, why: str) -> None:
+        if self.read_only:  # a reader never moves a run's files: it notes and goes on
+            print(f"note: {self.run_dir.name}: checkpoint at step {step} is corrupt ({why}); "
+                  "left in place (read-only), trying the previous one",
+                  file=sys.stderr, flush=True)
+            return
         if jax.process_count() > 1:  # hosts cannot agree on a move without more machinery
             raise self._refuse(step, f"it is corrupt ({why}); with several processes, move "
                                f"{self.directory / str(step)} aside by hand")
