@@ -57,7 +57,9 @@ def _evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate", help="a run folder's newest checkpoint on a split: one JSON line",
         description="Load the newest intact checkpoint of a run folder (trained or "
-        "imported) and print its loss, accuracy (and mAP) on a split as one JSON line.")
+        "imported) and print its loss, accuracy (and mAP) on a split as one JSON line. "
+        "Read-only: a corrupt checkpoint is noted and the previous one used; nothing in "
+        "the folder is moved or deleted.")
     p.add_argument("workdir", help="the run folder")
     p.add_argument("--data-dir", help="where the task's files are (else the folder's config)")
     p.add_argument("--split", choices=("eval", "train"), default="eval")
@@ -67,7 +69,9 @@ def _evaluate(sub: argparse._SubParsersAction) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from suite.training.inference import evaluate_folder
+    from suite.training.user_inputs import check_positive
 
+    check_positive(args.batch_size, "--batch-size")
     print(json.dumps(evaluate_folder(Path(args.workdir), args.split, args.data_dir,
                                      args.batch_size)))
     return 0
@@ -79,40 +83,73 @@ def run_evaluate(args: argparse.Namespace) -> int:
 @command
 def _predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "predict", help="logits of arrays, or the top-5 classes of image files",
-        description="With --inputs X.npy: logits for arrays already in the model's input "
-        "layout [B, *index_dims, C] (normalised as its data pipeline would), batched, in "
-        "float32, written to --out. With image files: each through the task's evaluation "
-        "transform (the centre crop, the folder's normalisation), its top-5 classes.")
+        "predict", help="the top classes (or logits) of examples as a user holds them",
+        description="Every input goes through the run's own evaluation pipeline: its "
+        "normalisation, positions and data.permutation (with its index), as `evaluate` "
+        "sees its data. --raw X.npy: examples in the task's own units, as `perceiver-suite "
+        "data TASK` reports them (uint8 pixels, audio samples, point coordinates). "
+        "--inputs X.npy: model-ready arrays [B, *index_dims, C], normalised, in grid "
+        "order. Image files: decoded as the task's reader does. --split eval|train "
+        "--example N: an example of the run's data. Prints each example's top classes "
+        "(the first 20), or writes every logit ([B, classes], float32) to --out. "
+        "Read-only: nothing in the run folder is moved or deleted.")
     p.add_argument("workdir", help="the run folder")
     p.add_argument("images", nargs="*", help="image files")
-    p.add_argument("--inputs", help="a .npy array [B, *index_dims, C]")
-    p.add_argument("--out", help="where to write the logits (.npy), with --inputs")
-    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--raw", metavar="X.npy", help="examples in the task's raw units")
+    p.add_argument("--inputs", metavar="X.npy",
+                   help="model-ready examples [B, *index_dims, C], normalised, grid order")
+    p.add_argument("--split", choices=("eval", "train"), help="an example of this split")
+    p.add_argument("--example", type=int, help="which example of --split (default: 0)")
+    p.add_argument("--out", metavar="Y.npy", help="write the logits here instead of printing")
+    p.add_argument("--top", type=int, default=5, help="classes shown (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(func=run_predict)
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    import numpy as np
+    from suite.training import inference, user_inputs
 
-    from suite.training import inference
+    given = [name for name, v in (("--raw", args.raw), ("--inputs", args.inputs),
+                                  ("image files", args.images), ("--split", args.split)) if v]
+    if len(given) != 1:
+        raise SuiteError("predict takes one of --raw X.npy, --inputs X.npy, image files or "
+                         "--split eval|train --example N"
+                         + (f"; got {' and '.join(given)}" if given else ""))
+    if args.example is not None and not args.split:
+        raise SuiteError(f"--example {args.example}: goes with --split eval|train")
+    user_inputs.check_positive(args.batch_size, "--batch-size")
+    if args.out and not Path(args.out).absolute().parent.is_dir():
+        raise SuiteError(f"--out {args.out}: its folder does not exist")
+    workdir = Path(args.workdir)
+    config = inference.folder_config(workdir)
+    top, clipped = user_inputs.check_top(args.top, config.data.num_classes)
+    labels = None
+    if args.split:
+        n = args.example or 0
+        ds, split, label = inference.prepared_example(config, args.split, n)
+        names, labels, first = [str(n)], [label], f"{args.split} example"
+    elif args.images:
+        ds, split = inference.prepared_images(config, [Path(p) for p in args.images])
+        names, first = list(args.images), "file"
+    else:
+        ds, split, notes = inference.prepared_array(config, Path(args.raw or args.inputs),
+                                                    raw=bool(args.raw))
+        names, first = [str(i) for i in range(len(split))], "example"
+        for note in notes:
+            print(note, file=sys.stderr)
+    model, step = inference.load_state(config, workdir)
+    logits = inference.logits_of(model, ds, split, args.batch_size)
+    if args.out:
+        import numpy as np
 
-    if bool(args.inputs) == bool(args.images):
-        raise SuiteError("predict takes --inputs X.npy (with --out Y.npy) or image files")
-    if args.inputs:
-        if not args.out:
-            raise SuiteError("--inputs needs --out Y.npy for the logits")
-        try:
-            inputs = np.load(args.inputs, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise SuiteError(f"{args.inputs}: not a readable .npy array ({e})") from None
-        logits = inference.predict_arrays(Path(args.workdir), inputs)
-        np.save(args.out, logits)
-        print(f"wrote logits {list(logits.shape)} to {args.out}", file=sys.stderr)
+        with open(args.out, "wb") as f:
+            np.save(f, logits)
+        print(f"wrote logits {list(logits.shape)} (step {step}) to {args.out}", file=sys.stderr)
         return 0
-    for row in inference.predict_images(Path(args.workdir), [Path(p) for p in args.images],
-                                        args.top):
-        print(row["path"] + ": " + ", ".join(f"{c} ({p:.1%})" for c, p in row["top"]))
+    if clipped:
+        print(clipped, file=sys.stderr)
+    tops = inference.top_classes(logits, top, config.train.loss == "sigmoid")
+    print(inference.top_table(names, tops, labels, first=first))
     return 0
 
 
@@ -131,7 +168,10 @@ def _attention(sub: argparse._SubParsersAction) -> None:
         "paper's figure (OUT/attention.png, .svg). Compute-only overrides are taken.")
     p.add_argument("workdir", help="the run folder")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--inputs", help="a .npy array [B, *index_dims, C] (or one example)")
+    source.add_argument("--inputs", metavar="X.npy", help="model-ready examples [B, "
+                        "*index_dims, C] (or one), normalised, grid order (as predict)")
+    source.add_argument("--raw", metavar="X.npy",
+                        help="examples in the task's raw units (as predict)")
     source.add_argument("--split", choices=("eval", "train"),
                         help="an example of this split, through the evaluation transform")
     p.add_argument("--example", type=int, default=0, help="which example (default: 0)")
@@ -149,31 +189,43 @@ def attention_command(args: argparse.Namespace) -> str:
     """The ``attention`` command line that draws these maps again."""
     return " ".join([
         "perceiver-suite attention", str(args.workdir),
-        f"--inputs {args.inputs}" if args.inputs else f"--split {args.split}",
-        f"--example {args.example}",
+        _attention_source(args), f"--example {args.example}",
         *([f"--cross-attend {' '.join(map(str, args.cross_attend))}"] if args.cross_attend
           else []),
         *([f"--latents {' '.join(map(str, args.latents))}"] if args.latents != [0] else []),
         f"--out {args.out}", *args.overrides])
 
 
+def _attention_source(args: argparse.Namespace) -> str:
+    return (f"--inputs {args.inputs}" if args.inputs else f"--raw {args.raw}" if args.raw
+            else f"--split {args.split}")
+
+
 def run_attention(args: argparse.Namespace) -> int:
     from suite import config as cfg_lib
     from suite import provenance
     from suite.analysis import attention
+    from suite.training import inference, user_inputs
     from suite.training.devices import machine_description
-    from suite.training.inference import folder_config, load_state
 
     overrides = cfg_lib.parse_overrides(args.overrides)
     attention.check_overrides(overrides)
     workdir, out = Path(args.workdir), Path(args.out)
-    config = folder_config(workdir, overrides)
-    model, step = load_state(config, workdir)
-    example = attention.example_of(config, args.split,
-                                   Path(args.inputs) if args.inputs else None, args.example)
+    config = inference.folder_config(workdir, overrides)
+    if args.split:
+        ds, split, _ = inference.prepared_example(config, args.split, args.example)
+        example = inference.one_example(ds, split, 0)
+    else:
+        path = Path(args.inputs or args.raw)
+        ds, split, notes = inference.prepared_array(config, path, raw=bool(args.raw))
+        user_inputs.check_example(args.example, len(split), f"{_attention_source(args)}")
+        example = inference.one_example(ds, split, args.example)
+        for note in notes:
+            print(note, file=sys.stderr)
+    model, step = inference.load_state(config, workdir)
     maps = attention.maps_for(model, config, example, args.cross_attend)
     attention.write_maps(maps, example, out)
-    where = f"--inputs {args.inputs}" if args.inputs else f"{args.split} split"
+    where = _attention_source(args) if not args.split else f"{args.split} split"
     attention.draw(maps, config, example, args.latents, out / "attention",
                    f"{workdir.name}: step {step}, example {args.example} of the {where}")
     header = [f"run: {workdir} (step {step}); example {args.example} of the {where}",
