@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from suite.data.pipeline import Dataset, train_batches
 from suite.data.sources import class_counts
 
@@ -52,7 +54,49 @@ def summary(ds: Dataset, batch_size: int = 64, batches: int = 50) -> dict[str, A
         "throughput_examples_per_s": batches * first["label"].shape[0] / seconds,
         "workers": cfg.num_workers,
         "reading": reading(ds),
+        **preprocessing(ds),
     }
+
+
+def preprocessing(ds: Dataset) -> dict[str, Any]:
+    """What a run of this config does to each raw example before the model sees it: the
+    raw units (what ``predict --raw`` takes), the normalisation statistics it applies
+    (per channel: ``(x - mean) / std``) and the permutation of input items."""
+    cfg = ds.config
+    out: dict[str, Any] = {"raw_units": raw_units(ds), "normalization": cfg.normalization}
+    if isinstance(ds.mean, dict):  # several modalities: statistics per modality
+        out["mean"] = {k: np.asarray(v).tolist() for k, v in ds.mean.items()}
+        out["std"] = {k: np.asarray(v).tolist() for k, v in ds.std.items()}
+    else:
+        out["mean"], out["std"] = np.asarray(ds.mean).tolist(), np.asarray(ds.std).tolist()
+    out["permutation"] = (f"fixed (data.permutation_seed={cfg.permutation_seed}): the "
+                          "items in one seeded order, each with its grid index"
+                          if cfg.permutation == "fixed" else cfg.permutation)
+    return out
+
+
+def raw_units(ds: Dataset) -> str:
+    """The units of a raw example as the task's source yields it."""
+    inputs = ds.train.inputs
+    if isinstance(inputs, dict):
+        return "several modalities: " + ", ".join(
+            f"{k} {_units_of(v)}" for k, v in inputs.items())
+    return ("point coordinates, " if ds.point_cloud else "") + _units_of(inputs)
+
+
+def _units_of(inputs: Any) -> str:
+    from suite.data.images import ImageFiles
+    from suite.data.video import VideoFiles
+
+    if isinstance(inputs, ImageFiles):
+        return "uint8 pixels 0..255 of image files at their own size (centre-cropped)"
+    if isinstance(inputs, VideoFiles):
+        return "uint8 pixels 0..255 of video frames (clipped and cropped)"
+    if not isinstance(inputs, np.ndarray):
+        return type(inputs).__name__
+    sample = np.asarray(inputs[:4096], np.float64)
+    return (f"{inputs.dtype} {list(inputs.shape[1:])}, {np.nanmin(sample):g}.."
+            f"{np.nanmax(sample):g} in the training split")
 
 
 def reading(ds: Dataset) -> list[str]:
@@ -86,8 +130,23 @@ def render(info: dict[str, Any]) -> str:
         f"throughput      {info['throughput_examples_per_s']:,.0f} examples/s "
         f"({plural(info['workers'], 'worker process')}; data.num_workers)",
         *(f"{'reading' if i == 0 else '':<16}{line}" for i, line in enumerate(info["reading"])),
+        *([f"raw units       {info['raw_units']}" + (
+            "" if info["raw_units"].startswith("several") else " (what predict --raw takes)"),
+           f"normalisation   (x - mean) / std per channel, data.normalization="
+           f"{info['normalization']}: mean {_channels(info['mean'])}, std "
+           f"{_channels(info['std'])}",
+           f"permutation     {info['permutation']}"] if "raw_units" in info else []),
     ]
     return "\n".join(lines)
+
+
+def _channels(values: list[float] | dict[str, list[float]], shown: int = 8) -> str:
+    """Per-channel statistics: all of up to ``shown`` channels, else their range."""
+    if isinstance(values, dict):
+        return "; ".join(f"{k} {_channels(v)}" for k, v in values.items())
+    if len(values) <= shown:
+        return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
+    return f"{min(values):.4g}..{max(values):.4g} over {len(values)} channels"
 
 
 class _Check:
