@@ -9,7 +9,6 @@ import pytest
 from suite.benchmarks import scaling_report
 from suite.benchmarks.scaling_report import MEMORY, PANELS, figure, fits, frame_of
 
-
 SIZES = [256, 1024, 4096, 16384, 65536]
 MEMORY_PANEL = next(p for p in PANELS if p.column == MEMORY)
 
@@ -89,3 +88,14 @@ def test_written_figures_carry_the_points_they_draw(tmp_path):
     md = (tmp_path / "scaling.md").read_text()
     assert "XLA's predicted train-step memory for M ≥ 4096: perceiver 1.00, transformer 2.00" in md
     assert "host RSS" in md and "peak_rss_bytes" in pd.read_csv(tmp_path / "scaling.csv")
+
+
+def test_replot_writes_an_older_csv_back_without_its_mixed_memory_column(tmp_path):
+    pd.DataFrame(rows()).to_csv(tmp_path / "scaling.csv", index=False)
+    (tmp_path / "scaling.json").write_text('{"command": "perceiver-suite scaling", '
+                                           '"machine": "test"}')
+    result = scaling_report.replot(tmp_path)
+    frame = pd.read_csv(tmp_path / "scaling.csv")
+    assert "memory_bytes" not in frame and frame["peak_rss_bytes"].notna().sum() == 6
+    assert result["memory_slopes"] == pytest.approx({"perceiver": 1.0, "transformer": 2.0})
+    assert set(pd.read_csv(tmp_path / "memory_vs_M.csv")["measure"]) == {MEMORY}

@@ -158,7 +158,9 @@ def write(rows: list[dict[str, Any]], out: Path, command: str, machine: str) -> 
 
 
 def replot(out: Path) -> dict[str, Any]:
-    """Rebuild scaling.md and the plots from a folder's scaling.csv, measuring nothing."""
+    """Rebuild scaling.md and the plots from a folder's scaling.csv, measuring nothing;
+    the CSV is written back in the current columns (older ones carried a mixed memory
+    column, measured-else-predicted, that no figure draws any more)."""
     csv_path, meta_path = out / "scaling.csv", out / "scaling.json"
     for path in (csv_path, meta_path):
         if not path.exists():
@@ -169,7 +171,9 @@ def replot(out: Path) -> dict[str, Any]:
         command, machine = meta["command"], meta["machine"]
     except (ValueError, KeyError, pd.errors.ParserError) as e:
         raise SuiteError(f"{out}: unreadable scaling.csv or scaling.json ({e})") from None
-    return render(frame_of(frame.to_dict("records")), out, command, machine)
+    frame = frame_of(frame.to_dict("records"))
+    write_text_atomic(csv_path, frame.to_csv(index=False))
+    return render(frame, out, command, machine)
 
 
 def fits(frame: pd.DataFrame, column: str) -> tuple[dict[str, float | None],
