@@ -23,3 +23,8 @@ class SpecError(SuiteError):
 
 class CheckpointError(SuiteError):
     """A run folder or checkpoint that cannot be used."""
+
+
+class PluginError(SuiteError):
+    """User code given as a plugin that does not import, or registers a taken name. The
+    message names the file (or module) and what went wrong."""

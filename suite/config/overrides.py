@@ -14,8 +14,16 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from suite import extend
 from suite.config.presets import DEFAULT_PRESET, PRESETS
-from suite.config.schema import DERIVED_KEYS, SECTIONS, Config, known_keys, section_types
+from suite.config.schema import (
+    DERIVED_KEYS,
+    SECTIONS,
+    VARIANTS,
+    Config,
+    known_keys,
+    section_types,
+)
 from suite.config.validation import describe_type, is_table, is_union, resolve
 from suite.errors import ConfigError
 
@@ -153,14 +161,21 @@ def _to_str(value: Any) -> str | None:
 
 
 def field_type(key: str) -> Any:
-    """The type of a dotted key (``seed`` or ``section.field``); ConfigError if unknown."""
+    """The type of a dotted key (``seed``, ``section.field``, or a registered variant's
+    knob ``model.<variant>.<field>``); ConfigError if unknown."""
     if key == "seed":
         return int
     section, _, name = key.partition(".")
     if section not in SECTIONS or not name:
         raise unknown_key_error(key)
+    variant, dot, knob = name.partition(".")
+    if dot and section == "model":
+        knobs = extend.knob_types(variant) or {}
+        if knob not in knobs:
+            raise unknown_key_error(key)
+        return knobs[knob]
     hints = section_types(section_types(Config)[section])
-    if name not in hints:
+    if name not in hints or name == VARIANTS:
         raise unknown_key_error(key)
     return hints[name]
 
@@ -169,18 +184,39 @@ def apply_overrides(config: Config, overrides: Mapping[str, Any]) -> Config:
     """Set dotted keys (``{"model.num_latents": "64"}``), then resolve and validate."""
     sections: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
     top: dict[str, Any] = {}
+    knobs: dict[str, dict[str, Any]] = {}  # variant -> its knobs set here
     for key, raw in overrides.items():
         value = coerce(key, raw, field_type(key))
         if key == "seed":
             top["seed"] = value
         else:
             section, _, name = key.partition(".")
-            sections[section][name] = value
+            variant, dot, knob = name.partition(".")
+            if dot:
+                knobs.setdefault(variant, {})[knob] = value
+            else:
+                sections[section][name] = value
     config = dataclasses.replace(
         config, **top,
         **{s: dataclasses.replace(getattr(config, s), **v) for s, v in sections.items() if v},
     )
-    return resolve(config)
+    return resolve(_with_knobs(config, knobs) if knobs else config)
+
+
+def _with_knobs(config: Config, knobs: dict[str, dict[str, Any]]) -> Config:
+    """``config`` with variants' knobs set; a knobs dataclass's own check (its
+    ``__post_init__``) failing is one line naming the keys."""
+    held = dict(config.model.variants)
+    for variant, values in knobs.items():
+        entry = extend.knob_entry(variant)
+        base = held[variant] if variant in held else entry.knobs()
+        try:
+            held[variant] = dataclasses.replace(base, **values)
+        except (ValueError, TypeError) as e:
+            shown = ", ".join(f"model.{variant}.{k}={v!r}" for k, v in values.items())
+            raise ConfigError(f"{shown}: {e}") from None
+    model = dataclasses.replace(config.model, variants=tuple(sorted(held.items())))
+    return dataclasses.replace(config, model=model)
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:
@@ -203,9 +239,14 @@ def build(preset_name: str | None = None, overrides: Mapping[str, Any] | None = 
 
 
 def from_dict(data: Mapping[str, Any]) -> Config:
-    """Inverse of ``to_dict`` (derived keys ignored), validated."""
+    """Inverse of ``to_dict`` (derived keys ignored), validated; the plugins it records
+    are loaded first (``suite.extend.load_plugins``)."""
+    recorded = data.get("plugins") or []
+    extend.load_plugins([p["plugin"] if isinstance(p, Mapping) else str(p) for p in recorded])
     overrides: dict[str, Any] = {}
     for key, value in data.items():
+        if key == "plugins":
+            continue
         if key == "seed":
             overrides["seed"] = value
         elif isinstance(value, Mapping):

@@ -11,9 +11,10 @@ import dataclasses
 import typing
 from typing import Any, Literal
 
-ModelKind = Literal["perceiver", "transformer", "vit", "convnet"]
+from suite import extend
+from suite.errors import SuiteError
+
 Placement = Literal["interleaved", "start"]
-PosEncoding = Literal["fourier", "learned", "none"]
 PosCombine = Literal["concat", "add"]
 Permutation = Literal["none", "fixed"]
 Optimizer = Literal["lamb", "adamw", "sgd"]
@@ -36,7 +37,14 @@ Normalization = Literal["dataset", "imagenet"]
 class ModelConfig:
     """The Perceiver's knobs, named as in ablation specs (defaults: the paper's ImageNet)."""
 
-    kind: ModelKind = "perceiver"  # architecture family; baselines share this schema
+    # A registered model (suite.extend): perceiver, transformer, vit, convnet, or yours.
+    kind: str = "perceiver"  # architecture family; baselines share this schema
+    # The Perceiver's parts, each a registered variant (suite.extend); knobs of a variant
+    # are the keys model.<variant>.<field>.
+    cross_attention: str = "standard"  # the attention of each cross-attend
+    self_attention: str = "standard"  # the attention of each latent self-attend
+    mlp: str = "standard"  # the MLP of every cross- and self-attend
+    latent_init: str = "truncated_normal"  # the initial latent array
     num_latents: int = 512  # N, latent index dimension
     latent_dim: int = 1024  # D, latent channels
     num_blocks: int = 8  # repeats of the latent Transformer
@@ -52,7 +60,7 @@ class ModelConfig:
     gelu_approximate: bool = True  # the MLPs' GELU: tanh approximation (official) or exact
     dropout: float = 0.0  # paper v2: no dropout
     latent_init_scale: float = 0.02  # std of the truncated-normal latent array
-    position_encoding: PosEncoding = "fourier"
+    position_encoding: str = "fourier"  # fourier, learned, none, or a registered variant
     fourier_bands: int | IntTable = 64  # K, bands per input dimension (or per modality)
     max_resolution: tuple[float, ...] | ResolutionTable | None = None  # mu per dim; None:
     # the input grid (the patch grid with data.patch_size); a table gives one per modality
@@ -80,6 +88,9 @@ class ModelConfig:
     num_layers: int = 4  # Transformer / ViT depth
     hidden_dim: int = 128  # Transformer / ViT width; ConvNet base width
     patch_size: int = 4  # ViT patch side
+    # Knobs of registered variants (model.<variant>.<field>), as sorted (variant, knobs
+    # dataclass) pairs: those chosen, and any set; not a key of its own.
+    variants: tuple[tuple[str, Any], ...] = ()
 
     @property
     def cross_attend_every(self) -> int | None:
@@ -166,6 +177,7 @@ class Config:
 SECTIONS = ("model", "data", "train")
 
 DERIVED_KEYS = frozenset({"model.cross_attend_every"})
+VARIANTS = "variants"  # ModelConfig's field of variant knobs, set through their own keys
 
 
 def section_types(cls: type) -> dict[str, Any]:
@@ -174,24 +186,45 @@ def section_types(cls: type) -> dict[str, Any]:
 
 
 def known_keys() -> list[str]:
-    """Every dotted key a user may set."""
+    """Every dotted key a user may set (registered variants' knobs included)."""
     keys = ["seed"]
     for section in SECTIONS:
         cls = section_types(Config)[section]
-        keys += [f"{section}.{f.name}" for f in dataclasses.fields(cls)]
-    return keys
+        keys += [f"{section}.{f.name}" for f in dataclasses.fields(cls) if f.name != VARIANTS]
+    return keys + extend.knob_keys()
 
 
 def to_dict(config: Config) -> dict[str, Any]:
-    """A JSON-ready nested dict, with the derived ``model.cross_attend_every``."""
-    out = dataclasses.asdict(config)
-    out["model"]["cross_attend_every"] = config.model.cross_attend_every
+    """A JSON-ready nested dict, with the derived ``model.cross_attend_every``, variant
+    knobs as ``"<variant>.<field>"`` keys of ``model``, and ``plugins``: the plugins
+    whose registrations the config uses (``from_dict`` loads them again)."""
+    out = _nested(config)
+    try:
+        records = extend.plugin_records(config.model)
+    except SuiteError:  # a name no longer registered: nothing to record
+        records = []
+    if records:
+        out["plugins"] = records
     return out
 
 
+def _nested(config: Config) -> dict[str, Any]:
+    out = dataclasses.asdict(config)
+    out["model"].pop(VARIANTS)
+    out["model"]["cross_attend_every"] = config.model.cross_attend_every
+    out["model"].update(_knob_items(config.model.variants))
+    return out
+
+
+def _knob_items(variants: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
+    return {f"{name}.{f.name}": getattr(knobs, f.name) for name, knobs in variants
+            for f in dataclasses.fields(knobs)}
+
+
 def flatten(config: Config) -> dict[str, Any]:
-    """``{"model.num_latents": 512, ...}`` including derived keys."""
-    nested = to_dict(config)
+    """``{"model.num_latents": 512, ...}`` including derived keys and variant knobs
+    (``model.inverted.renorm_eps``)."""
+    nested = _nested(config)
     flat: dict[str, Any] = {"seed": nested.pop("seed")}
     for section, values in nested.items():
         for k, v in values.items():
@@ -199,12 +232,15 @@ def flatten(config: Config) -> dict[str, Any]:
     return flat
 
 
-
 def non_default(config: Config) -> dict[str, Any]:
-    """The flat keys whose values differ from the schema's defaults (derived keys aside).
+    """The flat keys whose values differ from the schema's defaults (derived keys aside);
+    a variant's knobs against its knobs dataclass's defaults.
 
     Run ids hash this, so a field added later with a default that keeps the old
     behaviour leaves every existing run id (and run folder) valid.
     """
     flat, default = flatten(config), flatten(Config())
+    defaults = _knob_items(tuple((n, type(k)()) for n, k in config.model.variants))
+    default.update({f"model.{k}": list(v) if isinstance(v, tuple) else v
+                    for k, v in defaults.items()})
     return {k: v for k, v in flat.items() if k not in DERIVED_KEYS and default.get(k) != v}

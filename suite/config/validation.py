@@ -11,6 +11,7 @@ import math
 import typing
 from typing import Any, Literal
 
+from suite import extend
 from suite.config.schema import SECTIONS, Config, DataConfig, ModelConfig, TrainConfig
 from suite.config.schema import section_types as _types
 from suite.config.tables import is_table_value, table_get  # noqa: F401  (re-exported)
@@ -38,6 +39,10 @@ def resolve(config: Config) -> Config:
     model = config.model
     if model.max_resolution is None and info.max_resolution is not None and data.pos_dim:
         model = dataclasses.replace(model, max_resolution=info.max_resolution[:1] * data.pos_dim)
+    _validate_parts(model)
+    knobs = tuple(sorted(extend.stored_knobs(model).items()))  # chosen variants' defaults
+    if knobs != model.variants:
+        model = dataclasses.replace(model, variants=knobs)
     config = dataclasses.replace(config, data=data, model=model)
     validate(config)
     return config
@@ -107,6 +112,7 @@ def validate(config: Config) -> None:
              f"data.permutation_seed={config.data.permutation_seed} must be in "
              f"0..{MAX_SEED - 1}")
     _finite(config)
+    _validate_parts(config.model)
     if config.data.data_dir is not None:
         try:
             config.data.data_dir.encode("utf-8")
@@ -133,6 +139,26 @@ def _finite(config: Config) -> None:
                 if isinstance(v, float) and not math.isfinite(v):
                     shown = list(value) if isinstance(value, tuple) else value
                     raise ConfigError(f"{section}.{name}={shown!r} must be a finite number")
+
+
+BASELINES = ("transformer", "vit", "convnet")
+
+
+def _validate_parts(m: ModelConfig) -> None:
+    """Every model and part chosen is registered (a suggestion where one is close); every
+    variant's knobs are its knobs dataclass, numbers finite."""
+    extend.selected(m)
+    for name, knobs in m.variants:
+        entry = extend.knob_entry(name)
+        _require(entry is not None, f"model.{name}.*: no registered variant {name!r} has "
+                 "knobs; load the plugin that registers it (--plugin FILE)")
+        _require(isinstance(knobs, entry.knobs), f"model.{name}: knobs {knobs!r} are not "
+                 f"{entry.knobs.__name__} ({entry.where})")
+        for f in dataclasses.fields(knobs):
+            value = getattr(knobs, f.name)
+            for v in value if isinstance(value, tuple) else (value,):
+                _require(not isinstance(v, float) or math.isfinite(v),
+                         f"model.{name}.{f.name}={value!r} must be a finite number")
 
 
 def _validate_model(m: ModelConfig, d: DataConfig) -> None:
@@ -239,7 +265,7 @@ def _validate_modalities(config: Config) -> None:
         for name in d.modalities:
             _require(name in known, f"data.modalities: {name!r} is not a modality of "
                      f"data.task={d.task!r} ({', '.join(known)})")
-        _require(m.kind == "perceiver", f"data.modalities={list(d.modalities)} needs "
+        _require(m.kind not in BASELINES, f"data.modalities={list(d.modalities)} needs "
                  f"model.kind='perceiver' (one model, several inputs), not {m.kind!r}")
     names = set(d.modalities)
     for key, value in (("model.fourier_bands", m.fourier_bands),
@@ -267,7 +293,7 @@ def _validate_modalities(config: Config) -> None:
             _require(d.permutation == "none" and d.pos_dim is None,
                      f"data.patch_size={list(lay.patch)} cuts a grid; data.permutation and "
                      "point clouds have none")
-            _require(m.kind == "perceiver", f"data.patch_size is the Perceiver's input; "
+            _require(m.kind not in BASELINES, f"data.patch_size is the Perceiver's input; "
                      f"model.kind={m.kind!r} has model.patch_size")
 
 

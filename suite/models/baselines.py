@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 from flax import nnx
 
 from suite.config import ModelConfig
 from suite.errors import ConfigError
+from suite.extend import Inputs
 from suite.models.encodings import InputAdapter
 from suite.models.layers import LN_EPS, SelfAttend, linear
 
@@ -50,11 +52,11 @@ class _Trunk(nnx.Module):
 class TransformerClassifier(nnx.Module):
     """Inputs + positions -> Linear(C -> H) -> L pre-LN self-attention layers -> mean -> head."""
 
-    def __init__(self, m: ModelConfig, index_dims: Sequence[int], channels: int,
-                 num_classes: int, pos_dim: int | None = None, *, rngs: nnx.Rngs):
-        self.adapter = InputAdapter(m, index_dims, channels, pos_dim, rngs=rngs)
+    def __init__(self, knobs: Any, m: ModelConfig, inputs: Inputs, *, rngs: nnx.Rngs):
+        self.adapter = InputAdapter(m, inputs.index_dims, inputs.channels, inputs.pos_dim,
+                                    rngs=rngs)
         self.embed = linear(self.adapter.out_channels, m.hidden_dim, rngs=rngs)
-        self.trunk = _Trunk(m, num_classes, rngs=rngs)
+        self.trunk = _Trunk(m, inputs.num_classes, rngs=rngs)
 
     def __call__(self, inputs: jax.Array, positions: jax.Array | None = None,
                  index: jax.Array | None = None) -> jax.Array:
@@ -64,9 +66,9 @@ class TransformerClassifier(nnx.Module):
 class ViT(nnx.Module):
     """Pixels with position features -> patches -> Linear -> Transformer layers -> head."""
 
-    def __init__(self, m: ModelConfig, index_dims: Sequence[int], channels: int,
-                 num_classes: int, pos_dim: int | None = None, *, rngs: nnx.Rngs):
-        if pos_dim is not None or len(index_dims) != 2:
+    def __init__(self, knobs: Any, m: ModelConfig, inputs: Inputs, *, rngs: nnx.Rngs):
+        index_dims, channels, num_classes = inputs.index_dims, inputs.channels, inputs.num_classes
+        if inputs.pos_dim is not None or len(index_dims) != 2:
             raise ConfigError("model.kind='vit' needs a 2-D image task (data.index_dims=[H, W])")
         h, w = index_dims
         p = m.patch_size
@@ -107,9 +109,9 @@ class _ResBlock(nnx.Module):
 class ConvNet(nnx.Module):
     """A small ResNet: 3x3 stem, 3 stages of 2 blocks (widths H, 2H, 4H), pool, head."""
 
-    def __init__(self, m: ModelConfig, index_dims: Sequence[int], channels: int,
-                 num_classes: int, pos_dim: int | None = None, *, rngs: nnx.Rngs):
-        if pos_dim is not None or len(index_dims) != 2:
+    def __init__(self, knobs: Any, m: ModelConfig, inputs: Inputs, *, rngs: nnx.Rngs):
+        index_dims, channels, num_classes = inputs.index_dims, inputs.channels, inputs.num_classes
+        if inputs.pos_dim is not None or len(index_dims) != 2:
             raise ConfigError("model.kind='convnet' needs a 2-D image task "
                               "(data.index_dims=[H, W])")
         self.index_dims = tuple(index_dims)
@@ -132,7 +134,6 @@ class ConvNet(nnx.Module):
         for block in self.blocks:
             x = block(x)
         return self.head(jax.nn.gelu(self.norm(x)).mean(axis=(1, 2)))
-
 
 
 def transformer_flops(m: ModelConfig, items: int, channels: int, num_classes: int) -> float:

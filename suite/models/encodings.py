@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from suite import extend
 from suite.config import ModelConfig
 from suite.config.tables import table_get
 from suite.errors import ConfigError
@@ -118,36 +119,115 @@ class MultimodalAdapter(nnx.Module):
                                                  else None)
 
 
+class FourierPositions(nnx.Module):
+    """``model.position_encoding='fourier'``: Fourier features of each item's position
+    (``model.fourier_bands`` K per dimension, up to ``model.max_resolution``; the grid
+    itself by default), ``d(2K + 1)`` wide; under ``model.position_combine='add'``
+    projected by a linear layer to the items' channels.
+
+    Positions come from explicit coordinates (``positions [B, M, p]`` in [-1, 1], point
+    clouds), else from the grid, in the order of ``index [B, M]`` where given (a fixed
+    permutation: each item keeps the encoding of where it came from).
+    """
+
+    def __init__(self, knobs, m: ModelConfig, *, grid: Sequence[int], channels: int,
+                 pos_dim: int | None, modality: str | None, rngs: nnx.Rngs):
+        self.grid = tuple(grid)
+        self.explicit = pos_dim is not None
+        self.bands, self.max_resolution, raw = _fourier_shape(m, grid, pos_dim, modality)
+        self.concat_pos, self.sine_only = m.concat_pos, m.sine_only
+        add = m.position_combine == "add"  # project the features to the input width
+        self.project = linear(raw, channels, rngs=rngs) if add else None
+        self.width = channels if add else raw
+
+    @classmethod
+    def flops(cls, knobs, m: ModelConfig, *, grid: Sequence[int], channels: int,
+              pos_dim: int | None, modality: str | None) -> float:
+        """The projection under ``position_combine='add'``: 2 M x width x C."""
+        if m.position_combine != "add":
+            return 0.0
+        return 2.0 * math.prod(grid) * _fourier_shape(m, grid, pos_dim, modality)[2] * channels
+
+    def __call__(self, positions: jax.Array | None = None, index: jax.Array | None = None
+                 ) -> jax.Array:
+        if positions is not None:
+            pe = fourier_features(positions, self.bands, self.max_resolution,
+                                  concat_pos=self.concat_pos, sine_only=self.sine_only)
+        elif self.explicit:
+            raise ValueError("this task has explicit positions: pass positions=[B, M, p]")
+        else:  # computed in the graph: no M x C constant
+            pe = fourier_features(jnp.asarray(grid_positions(self.grid)), self.bands,
+                                  self.max_resolution, concat_pos=self.concat_pos,
+                                  sine_only=self.sine_only)
+            pe = pe[index] if index is not None else pe
+        return pe if self.project is None else self.project(pe)
+
+
+def _fourier_shape(m: ModelConfig, grid: Sequence[int], pos_dim: int | None,
+                   modality: str | None) -> tuple[int, tuple[float, ...], int]:
+    """Bands, maximum resolution per dimension and the features' width."""
+    bands = table_get(m.fourier_bands, modality, 64) if modality else m.fourier_bands
+    resolution = table_get(m.max_resolution, modality) if modality else m.max_resolution
+    p = pos_dim if pos_dim is not None else len(grid)
+    width = fourier_width(p, bands, concat_pos=m.concat_pos, sine_only=m.sine_only)
+    return bands, tuple(resolution or tuple(float(n) for n in grid)), width
+
+
 class LearnedPositions(nnx.Module):
-    """A learned table of position encodings, one row per input item, ``[M, width]``.
+    """``model.position_encoding='learned'``: a learned table of position encodings, one
+    row per input item, ``[M, width]`` (``model.learned_pos_dim``; the items' channels
+    under ``model.position_combine='add'``).
 
     Paper Table 2 ("learned pos."): 128 channels; an init scale of 1.0 worked best.
     """
 
-    def __init__(self, num_items: int, width: int, init_scale: float, *, rngs: nnx.Rngs):
-        init = nnx.initializers.truncated_normal(stddev=init_scale, lower=-2.0, upper=2.0)
-        self.table = nnx.Param(init(rngs.params(), (num_items, width)))
+    def __init__(self, knobs, m: ModelConfig, *, grid: Sequence[int], channels: int,
+                 pos_dim: int | None, modality: str | None, rngs: nnx.Rngs):
+        if pos_dim is not None:
+            raise ConfigError("model.position_encoding='learned' needs a grid task; "
+                              "point clouds have no fixed item order")
+        self.width = channels if m.position_combine == "add" else m.learned_pos_dim
+        init = nnx.initializers.truncated_normal(stddev=m.learned_pos_init_scale, lower=-2.0,
+                                                 upper=2.0)
+        self.table = nnx.Param(init(rngs.params(), (math.prod(grid), self.width)))
 
-    def __call__(self, index: jnp.ndarray | None = None) -> jnp.ndarray:
+    @classmethod
+    def flops(cls, knobs, m: ModelConfig, **shape) -> float:
+        return 0.0  # a lookup
+
+    def __call__(self, positions: jax.Array | None = None, index: jax.Array | None = None
+                 ) -> jax.Array:
         """Rows for item ``index`` (``[..., M]`` ints), or the whole table."""
         table = self.table[...]
         return table if index is None else table[index]
 
 
-class InputAdapter(nnx.Module):
-    """Flattens inputs to ``[B, M, C_in]`` and attaches position encodings.
+class NoPositions(nnx.Module):
+    """``model.position_encoding='none'``: the inputs as they are (width 0)."""
 
-    Positions come, in order of precedence, from explicit coordinates
-    (``positions [B, M, p]`` in [-1, 1], e.g. point clouds), from grid item indices
-    (``index [B, M]`` ints, e.g. a fixed permutation of pixels: each item keeps the
-    encoding of where it came from), or from the input grid itself.
-    """
+    width = 0
+
+    def __init__(self, knobs, m: ModelConfig, *, grid: Sequence[int], channels: int,
+                 pos_dim: int | None, modality: str | None, rngs: nnx.Rngs):
+        pass
+
+    @classmethod
+    def flops(cls, knobs, m: ModelConfig, **shape) -> float:
+        return 0.0
+
+    def __call__(self, positions=None, index=None):
+        return None
+
+
+class InputAdapter(nnx.Module):
+    """Flattens inputs to ``[B, M, C_in]`` and attaches the position encoding that
+    ``model.position_encoding`` names (a registered variant, ``suite.extend``):
+    concatenated (the paper) or added (``model.position_combine``)."""
 
     def __init__(
         self, m: ModelConfig, index_dims: Sequence[int], channels: int, pos_dim: int | None,
         *, rngs: nnx.Rngs, patch: Sequence[int] | None = None, modality: str | None = None,
     ):
-        self.kind = m.position_encoding
         self.combine = m.position_combine
         self.patch = tuple(patch) if patch else None  # inputs cut into this grid of patches
         if self.patch:
@@ -155,39 +235,16 @@ class InputAdapter(nnx.Module):
             channels = channels * math.prod(self.patch)
         self.index_dims = tuple(index_dims)
         self.num_items = math.prod(index_dims)
-        self.explicit = pos_dim is not None
-        p = pos_dim if pos_dim is not None else len(index_dims)
-        self.bands = table_get(m.fourier_bands, modality, 64) if modality else m.fourier_bands
-        resolution = table_get(m.max_resolution, modality) if modality else m.max_resolution
-        self.max_resolution = tuple(resolution or tuple(float(n) for n in index_dims))
-        self.concat_pos, self.sine_only = m.concat_pos, m.sine_only
-        learned, project = None, None  # each attribute is assigned once (NNX pytree rule)
-        if self.kind == "fourier":
-            pos_width = fourier_width(
-                p, self.bands, concat_pos=self.concat_pos, sine_only=self.sine_only
-            )
-            if self.combine == "add":  # project the features to the input width, then add
-                project = linear(pos_width, channels, rngs=rngs)
-        elif self.kind == "learned":
-            if self.explicit:
-                raise ConfigError(
-                    "model.position_encoding='learned' needs a grid task; "
-                    "point clouds have no fixed item order"
-                )
-            pos_width = channels if self.combine == "add" else m.learned_pos_dim
-            learned = LearnedPositions(
-                self.num_items, pos_width, m.learned_pos_init_scale, rngs=rngs
-            )
-        else:
-            pos_width = 0
-        self.learned, self.project = learned, project
-        self.out_channels = channels + (pos_width if self.combine == "concat" else 0)
-
-    def _grid_features(self) -> jax.Array:
-        return fourier_features(
-            jnp.asarray(grid_positions(self.index_dims)), self.bands, self.max_resolution,
-            concat_pos=self.concat_pos, sine_only=self.sine_only,
-        )
+        entry = extend.get("position_encoding", m.position_encoding)
+        self.encoding = entry.obj(extend.knobs_of(m, "position_encoding"), m,
+                                  grid=self.index_dims, channels=channels, pos_dim=pos_dim,
+                                  modality=modality, rngs=rngs)
+        self.width = int(self.encoding.width)
+        if self.combine == "add" and self.width not in (0, channels):
+            raise ConfigError(f"model.position_encoding={m.position_encoding!r} gives "
+                              f"{self.width} channels; model.position_combine='add' needs "
+                              f"the inputs' {channels}")
+        self.out_channels = channels + (self.width if self.combine == "concat" else 0)
 
     def __call__(
         self, inputs: jax.Array, positions: jax.Array | None = None, index: jax.Array | None = None
@@ -196,24 +253,9 @@ class InputAdapter(nnx.Module):
         if self.patch:
             inputs = patches(inputs, self.patch)  # [B, *grid, prod(patch) C]
         x = inputs.reshape(batch, -1, inputs.shape[-1])  # [B, M, C_in]
-        if self.kind == "none":
+        if not self.width:
             return x
-        if self.kind == "fourier":
-            if positions is not None:
-                pe = fourier_features(
-                    positions, self.bands, self.max_resolution,
-                    concat_pos=self.concat_pos, sine_only=self.sine_only,
-                )
-            elif self.explicit:
-                raise ValueError("this task has explicit positions: pass positions=[B, M, p]")
-            else:
-                pe = self._grid_features()  # computed in the graph: no M x C constant
-                pe = pe[index] if index is not None else pe
-            if self.project is not None:
-                pe = self.project(pe)
-        else:
-            pe = self.learned(index)
+        pe = self.encoding(positions, index)
         pe = jnp.broadcast_to(pe, (batch, *pe.shape[-2:])) if pe.ndim == 2 else pe
         pe = pe.astype(x.dtype)
         return jnp.concatenate([x, pe], axis=-1) if self.combine == "concat" else x + pe
-

@@ -13,6 +13,7 @@ Low-precision projections and attention accumulate in float32 (``mixed_dense``,
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -256,6 +257,16 @@ class Attention(nnx.Module):
         return self.out(out.reshape(*out.shape[:-2], -1))
 
 
+class SelfAttention(Attention):
+    """``Attention`` of a token array to itself: ``x [B, N, D]`` -> ``[B, N, D]``."""
+
+    def __init__(self, dim: int, num_heads: int, *, rngs: nnx.Rngs, dtype: Any = None):
+        super().__init__(dim, dim, dim, dim, num_heads, rngs=rngs, dtype=dtype)
+
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        return super().__call__(x, x, mask=mask)
+
+
 class MLP(nnx.Module):
     """Linear(D -> wD) -> GELU -> Linear(wD -> D). The GELU is the tanh approximation
     (``jax.nn.gelu``, the official code's) unless ``approximate`` is off (the exact erf
@@ -288,16 +299,23 @@ class CrossAttend(nnx.Module):
         self, latent_dim: int, input_dim: int, channels: int, num_heads: int,
         widening_factor: int, dropout: float, *, rngs: nnx.Rngs, dtype: Any = None,
         chunk: int = 0, query_residual: bool = True, gelu_approximate: bool = True,
+        attention: Callable[..., nnx.Module] | None = None,
+        mlp: Callable[..., nnx.Module] | None = None,
     ):
+        """``attention`` and ``mlp``: factories of a registered variant's modules (keyword
+        arguments of ``suite.extend``'s contracts); None: the standard ones."""
         self.query_residual = query_residual  # the decoders' is optional ([DM] BasicDecoder)
         self.ln_q = nnx.LayerNorm(latent_dim, epsilon=LN_EPS, rngs=rngs)
         self.ln_kv = nnx.LayerNorm(input_dim, epsilon=LN_EPS, rngs=rngs)
         self.attn = Attention(latent_dim, input_dim, channels, latent_dim, num_heads, rngs=rngs,
-                              dtype=dtype)
+                              dtype=dtype) if attention is None else attention(
+            q_dim=latent_dim, kv_dim=input_dim, qk_channels=channels, out_dim=latent_dim,
+            num_heads=num_heads, rngs=rngs, dtype=dtype)
         self.chunk = chunk  # > 0: attend to the inputs a chunk at a time (_streamed)
         self.ln_mlp = nnx.LayerNorm(latent_dim, epsilon=LN_EPS, rngs=rngs)
         self.mlp = MLP(latent_dim, widening_factor, rngs=rngs, dtype=dtype,
-                       approximate=gelu_approximate)
+                       approximate=gelu_approximate) if mlp is None else mlp(
+            dim=latent_dim, widening_factor=widening_factor, rngs=rngs, dtype=dtype)
         self.drop = Residual(dropout, rngs=rngs)
 
     def streams(self, x: jax.Array) -> bool:
@@ -359,15 +377,20 @@ class SelfAttend(nnx.Module):
     def __init__(
         self, dim: int, num_heads: int, widening_factor: int, dropout: float, *, rngs: nnx.Rngs,
         dtype: Any = None, gelu_approximate: bool = True,
+        attention: Callable[..., nnx.Module] | None = None,
+        mlp: Callable[..., nnx.Module] | None = None,
     ):
+        """``attention`` and ``mlp``: factories of registered variants, as ``CrossAttend``'s."""
         self.ln = nnx.LayerNorm(dim, epsilon=LN_EPS, rngs=rngs)
-        self.attn = Attention(dim, dim, dim, dim, num_heads, rngs=rngs, dtype=dtype)
+        self.attn = SelfAttention(dim, num_heads, rngs=rngs, dtype=dtype) if attention is None \
+            else attention(dim=dim, num_heads=num_heads, rngs=rngs, dtype=dtype)
         self.ln_mlp = nnx.LayerNorm(dim, epsilon=LN_EPS, rngs=rngs)
-        self.mlp = MLP(dim, widening_factor, rngs=rngs, dtype=dtype, approximate=gelu_approximate)
+        self.mlp = MLP(dim, widening_factor, rngs=rngs, dtype=dtype, approximate=gelu_approximate) \
+            if mlp is None else mlp(dim=dim, widening_factor=widening_factor, rngs=rngs,
+                                    dtype=dtype)
         self.drop = Residual(dropout, rngs=rngs)
 
     def __call__(self, z: jax.Array) -> jax.Array:
-        h = self.ln(z)
-        z = z + self.drop(self.attn(h, h))
+        z = z + self.drop(self.attn(self.ln(z)))
         return z + self.drop(self.mlp(self.ln_mlp(z)))
 

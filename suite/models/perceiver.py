@@ -16,13 +16,14 @@ of the latent Transformer is one module called in every repeat.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from suite import extend
 from suite.config import ModelConfig
 from suite.errors import ConfigError
 from suite.models.encodings import InputAdapter, MultimodalAdapter
@@ -97,17 +98,19 @@ def _run_lengths(units: list[tuple[Step, ...]]) -> list[tuple[tuple[Step, ...], 
 
 
 class Perceiver(nnx.Module):
-    """``inputs [B, *index_dims, C]`` (+ optional positions / index) -> ``logits [B, classes]``."""
+    """``inputs [B, *index_dims, C]`` (+ optional positions / index) -> ``logits [B, classes]``.
 
-    def __init__(
-        self, m: ModelConfig, index_dims: Sequence[int], channels: int, num_classes: int,
-        pos_dim: int | None = None, *, rngs: nnx.Rngs, layouts: Sequence[Any] = (),
-    ):
-        if len(layouts) > 1 or (layouts and layouts[0].name != "inputs"):  # several modalities
-            self.adapter = MultimodalAdapter(m, layouts, rngs=rngs)
+    Its parts are the registered variants ``model.cross_attention``, ``model.self_attention``,
+    ``model.mlp``, ``model.position_encoding`` and ``model.latent_init`` (``suite.extend``).
+    """
+
+    def __init__(self, knobs: Any, m: ModelConfig, inputs: extend.Inputs, *, rngs: nnx.Rngs):
+        if inputs.multimodal:
+            self.adapter = MultimodalAdapter(m, inputs.layouts, rngs=rngs)
         else:
-            patch = layouts[0].patch if layouts else None
-            self.adapter = InputAdapter(m, index_dims, channels, pos_dim, rngs=rngs, patch=patch)
+            patch = inputs.layouts[0].patch if inputs.layouts else None
+            self.adapter = InputAdapter(m, inputs.index_dims, inputs.channels, inputs.pos_dim,
+                                        rngs=rngs, patch=patch)
         self.multimodal = isinstance(self.adapter, MultimodalAdapter)
         c = self.adapter.out_channels
         f = m.cross_qk_channels or c  # paper: F = C (261 on ImageNet)
@@ -116,7 +119,13 @@ class Perceiver(nnx.Module):
                 f"model.cross_heads={m.cross_heads} must divide the cross-attention width {f} "
                 f"(model.cross_qk_channels, default: input channels C)"
             )
-        init = nnx.initializers.truncated_normal(stddev=m.latent_init_scale, lower=-2.0, upper=2.0)
+        self.standard_cross = m.cross_attention == "standard"  # streams; maps by chunks
+        if m.cross_attention_chunk and not self.standard_cross:
+            raise ConfigError(f"model.cross_attention_chunk={m.cross_attention_chunk} streams the "
+                              f"standard cross-attention, not model.cross_attention="
+                              f"{m.cross_attention!r}; set it to 0")
+        init, cross, tower, mlp = (part(m, name) for name in (
+            "latent_init", "cross_attention", "self_attention", "mlp"))
         self.latents = nnx.Param(init(rngs.params(), (m.num_latents, m.latent_dim)))
         self.schedule = tuple(layer_schedule(m))
         self.segments = tuple(segments(m))
@@ -128,18 +137,18 @@ class Perceiver(nnx.Module):
         self.cross = nnx.List([
             CrossAttend(m.latent_dim, c, f, m.cross_heads, m.widening_factor, m.dropout,
                         rngs=rngs, dtype=dtype, chunk=m.cross_attention_chunk,
-                        gelu_approximate=m.gelu_approximate)
+                        attention=cross, mlp=mlp)
             for _ in range(n_cross)
         ])
         self.self_attends = nnx.List([
             SelfAttend(m.latent_dim, m.self_heads, m.widening_factor, m.dropout, rngs=rngs,
-                       dtype=dtype, gelu_approximate=m.gelu_approximate)
+                       dtype=dtype, attention=tower, mlp=mlp)
             for _ in range(n_self)
         ])
         if m.decoder == "query":  # Perceiver IO: a learned query reads the latents
-            self.decoder = QueryDecoder(m, num_classes, rngs=rngs, dtype=dtype)
+            self.decoder = QueryDecoder(m, inputs.num_classes, rngs=rngs, dtype=dtype)
         else:  # average the latents, then a zero-initialised linear layer ([DM])
-            self.head = linear(m.latent_dim, num_classes, rngs=rngs, zero=True)
+            self.head = linear(m.latent_dim, inputs.num_classes, rngs=rngs, zero=True)
 
     def __call__(
         self, inputs: jax.Array | dict[str, jax.Array], positions: jax.Array | None = None,
@@ -258,11 +267,21 @@ class QueryDecoder(nnx.Module):
         return self.output(self.attend(q, z)[:, 0])  # 'bod' -> the first query 'bd'
 
 
-def _hoisted(cross: CrossAttend, x: jax.Array) -> tuple[jax.Array, jax.Array] | None:
+def part(m: ModelConfig, name: str) -> Any:
+    """The registered variant ``m`` chooses for part ``name`` (``suite.extend``), with its
+    knobs and ``m`` bound: what is left are the contract's keyword arguments."""
+    return functools.partial(extend.get(name, getattr(m, name)).obj,
+                             extend.knobs_of(m, name), m)
+
+
+def _hoisted(cross: CrossAttend, x: jax.Array) -> Any:
     """A cross-attend's keys and values of ``x``, or None where it streams the inputs a
     chunk at a time (``model.cross_attention_chunk``: holding them whole is what that
-    avoids, so each repeat recomputes them chunk by chunk)."""
-    return None if cross.streams(x) else cross.keys_values(x)
+    avoids, so each repeat recomputes them chunk by chunk) or its attention variant has
+    no ``keys_values``."""
+    if cross.streams(x) or not hasattr(cross.attn, "keys_values"):
+        return None
+    return cross.keys_values(x)
 
 
 def _first_block_folds(segs: list[tuple[tuple[Step, ...], int]]) -> bool:

@@ -1,7 +1,8 @@
-"""The model registry: ``model.kind`` -> a class, and helpers to build, count and trace.
+"""Building models by name: ``model.kind`` -> the class registered for it in
+``suite.extend`` (the built-ins in ``suite.models.builtins``), and helpers to build,
+count and trace.
 
-The only module that knows every architecture, so the Perceiver and the baselines
-never import each other.
+The Perceiver and the baselines never import each other; this module knows none of them.
 """
 
 from __future__ import annotations
@@ -12,27 +13,23 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from suite import extend
 from suite.config import Config
 from suite.config.layout import layouts
-from suite.errors import ConfigError
-from suite.models.baselines import ConvNet, TransformerClassifier, ViT
-from suite.models.perceiver import Perceiver
 
-MODELS: dict[str, type[nnx.Module]] = {
-    "perceiver": Perceiver, "transformer": TransformerClassifier, "vit": ViT, "convnet": ConvNet,
-}
+
+def model_inputs(config: Config) -> extend.Inputs:
+    """The task's shapes as a model's constructor takes them (``suite.extend.Inputs``)."""
+    d = config.data
+    return extend.Inputs(tuple(d.index_dims), d.channels, d.num_classes, d.pos_dim,
+                         layouts(config))
 
 
 def build_model(config: Config, *, rngs: nnx.Rngs) -> nnx.Module:
     """The model ``config.model.kind`` names, sized for ``config.data``'s inputs."""
-    d = config.data
-    cls = MODELS.get(config.model.kind)
-    if cls is None:
-        raise ConfigError(f"model.kind={config.model.kind!r} is not available")
-    if cls is Perceiver:  # its inputs: one grid (perhaps in patches) or one per modality
-        return cls(config.model, d.index_dims, d.channels, d.num_classes, d.pos_dim, rngs=rngs,
-                   layouts=layouts(config))
-    return cls(config.model, d.index_dims, d.channels, d.num_classes, d.pos_dim, rngs=rngs)
+    m = config.model
+    entry = extend.get("model", m.kind)
+    return entry.obj(extend.knobs_of(m, "model"), m, model_inputs(config), rngs=rngs)
 
 
 def abstract_model(config: Config) -> nnx.Module:
