@@ -91,6 +91,15 @@ def bench_step(session: nox.Session) -> None:
     session.run("perceiver-suite", "bench", "--targets", *session.posargs, env=JOB_ENV)
 
 
+@nox.session(python=PYTHON)
+def accelerator(session: nox.Session) -> None:
+    """The GPU check, at most 8 minutes (tiny sizes on a CPU): devices, digits, the demo grid
+    on 2 workers, the ImageNet step in float32 and bfloat16, Fashion-MNIST; writes
+    results/bench/accelerator.{md,csv}. ``PERCEIVER_SUITE_EXTRAS=cuda nox -s accelerator``"""
+    _install(session)
+    session.run("perceiver-suite", "bench", "--accelerator", *session.posargs, env=JOB_ENV)
+
+
 @nox.session(python=PYTHON, name="bench-report")
 def bench_report(session: nox.Session) -> None:
     """report on 1,000 generated run folders, timed: writes results/bench/report.*"""

@@ -45,14 +45,34 @@ def step_throughput(config: cfg_lib.Config, ds: data_lib.Dataset, steps: int) ->
     it = iter(data_lib.train_batches(ds, config.train.batch_size, seed=0))
     batch = next(it)
     step = fns.train_step.lower(state, batch).compile()
-    for _ in range(3):  # burn-in
+    _, seconds = time_step(step, state, batch, steps)
+    return config.train.batch_size / seconds
+
+
+def time_step(step: Any, state: Any, batch: Any, steps: int, burn_in: int = 3
+              ) -> tuple[Any, float]:
+    """Seconds per call of a compiled train step after ``burn_in`` calls, and the state it
+    leaves (the step donates the one it is given)."""
+    for _ in range(burn_in):
         state, m = step(state, batch)
     jax.block_until_ready(m)
     start = time.perf_counter()
     for _ in range(steps):
         state, m = step(state, batch)
     jax.block_until_ready(m)
-    return steps * config.train.batch_size / (time.perf_counter() - start)
+    return state, (time.perf_counter() - start) / steps
+
+
+def utilisation(config: cfg_lib.Config, batch_size: int, step_seconds: float
+                ) -> dict[str, Any]:
+    """Analytic train FLOP/s of a step and its MFU against the peak of the config's compute
+    precision (``peak_source`` names the figure)."""
+    flops = train_flops(config, batch_size) / step_seconds
+    precision = config.model.precision
+    peak, source = peak_flops(precision)
+    return {"train_GFLOP_per_s": round(flops / 1e9, 2), "mfu": round(flops / peak, 3),
+            "precision": precision, "peak_GFLOP_per_s": round(peak / 1e9, 1),
+            "peak_source": source}
 
 
 def dispatch_overhead(presets: tuple[str, ...] = ("synthetic", "digits"),
@@ -121,13 +141,8 @@ def pipeline_vs_step(tasks: list[str], steps: int = 20, batches: int = 50) -> li
         bs = config.train.batch_size
         pipe = pipeline_throughput(ds, bs, batches)
         step = step_throughput(config, ds, steps)
-        flops = train_flops(config, 1) * step  # analytic train FLOP/s
-        precision = config.model.precision
-        peak, source = peak_flops(precision)
         rows.append({"task": task, "status": "ok", "batch_size": bs,
-                     "train_GFLOP_per_s": round(flops / 1e9, 2),
-                     "mfu": round(flops / peak, 3), "precision": precision,
-                     "peak_GFLOP_per_s": round(peak / 1e9, 1), "peak_source": source,
+                     **utilisation(config, bs, bs / step),
                      "pipeline_examples_per_s": round(pipe, 1),
                      "train_step_examples_per_s": round(step, 1),
                      "headroom": round(pipe / step, 1)})
@@ -219,8 +234,11 @@ def video_loader(folder: str | None, workers: tuple[int, ...] = (0, 1, 2), batch
 
 def generated_videos(root: Path, per_class: int = 32, frames: int = 24) -> Path:
     """Two classes of 64x48 MP4s (a square moving left or right), for the loader bench."""
-    import av
     import numpy as np
+
+    from suite.data.extras import module
+
+    av = module("video")  # missing: one line naming the extra, as the video tasks say
 
     rng = np.random.default_rng(0)
     for k, name in enumerate(("left", "right")):

@@ -14,6 +14,8 @@ from suite.cli.common import command, overrides_arg
 
 @command
 def _bench(sub: argparse._SubParsersAction) -> None:
+    from suite.benchmarks.accelerator_parts import PARTS  # no JAX: --help stays instant
+
     p = sub.add_parser(
         "bench", help="throughput benchmarks: pipeline vs step, fast-step targets, the peer",
         description="By default, for each task, time the grain pipeline and the compiled "
@@ -44,6 +46,17 @@ def _bench(sub: argparse._SubParsersAction) -> None:
                    help="--peer: float32 on both sides (default), or bfloat16 (ours: "
                         "model.precision=bfloat16; theirs: torch.autocast); writes "
                         "OUT/peer.* or OUT/peer_bfloat16.*")
+    p.add_argument("--accelerator", nargs="?", const=",".join(PARTS),
+                   metavar="PARTS", help="the check to run on a GPU (at most 8 minutes): "
+                   "devices, the digits preset end to end, the demo grid on 2 workers, the "
+                   "ImageNet step in float32 and bfloat16 at batch 16 and the largest batch, "
+                   "Fashion-MNIST; each part in its own process with a time limit; "
+                   "OUT/accelerator.{md,csv}. On a CPU: tiny sizes (default: all of "
+                   f"{','.join(PARTS)})")
+    p.add_argument("--tiny", action="store_true",
+                   help="--accelerator: tiny sizes on an accelerator too (the code path only)")
+    p.add_argument("--part-timeout", action="append", metavar="PART=S",
+                   help="--accelerator: another time limit for a part, in seconds")
     p.add_argument("--out", default="results/bench", help="output folder (default: %(default)s)")
     p.set_defaults(func=run_bench)
 
@@ -54,6 +67,14 @@ def run_bench(args: argparse.Namespace) -> int:
 
     command = " ".join(["perceiver-suite bench", *sys.argv[2:]])
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    if args.accelerator is not None:  # before anything starts JAX in this process
+        from suite.benchmarks import accelerator
+
+        text, ok = accelerator.check(
+            accelerator.parse_parts(args.accelerator), Path(args.out), tiny=args.tiny,
+            limits=accelerator.parse_limits(args.part_timeout), command=command, log=log)
+        print(text)
+        return 0 if ok else 1
     if args.image_folder is not None:
         from suite.benchmarks.bench import image_loader
 
