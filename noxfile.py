@@ -1,7 +1,10 @@
 """Sessions: ``nox -s demo`` (the main job), ``nox -s tests``, and the suite's other jobs.
 
 Every session installs the package and its dependencies into its own virtualenv, so a
-fresh machine needs only Python and nox. On a GPU or TPU machine, name the extra:
+fresh machine needs only Python and nox. The jobs install what digits needs; ``tests``
+adds every task's readers (``.[test,all]``), ``bench -- --video`` PyAV. A job on video,
+audio or ModelNet40 files names its extra (``PERCEIVER_SUITE_EXTRAS=video``, ``audio``,
+``modelnet`` or ``all``). On a GPU or TPU machine, name the extra:
 ``PERCEIVER_SUITE_EXTRAS=cuda nox -s demo`` installs jax's CUDA wheels; jobs then run on
 whatever JAX finds (set ``JAX_PLATFORMS`` to choose). Tests run on the CPU unless
 ``JAX_PLATFORMS`` says otherwise.
@@ -32,7 +35,7 @@ def _install(session: nox.Session, *extras: str) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The test suite (fast on 2 CPU cores). Extra arguments go to pytest."""
-    _install(session, "test")
+    _install(session, "test", "all")  # every task's readers: video, audio, HDF5
     session.run("pytest", *(session.posargs or ["-q", "-n", "2"]), env=TEST_ENV)
 
 
@@ -80,7 +83,7 @@ def report(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Input pipeline vs train step throughput: writes results/bench/pipeline.{csv,md}."""
-    _install(session)
+    _install(session, *(["video"] if "--video" in session.posargs else []))
     session.run("perceiver-suite", "bench", *session.posargs, env=JOB_ENV)
 
 

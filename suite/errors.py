@@ -28,3 +28,8 @@ class CheckpointError(SuiteError):
 class PluginError(SuiteError):
     """User code given as a plugin that does not import, or registers a taken name. The
     message names the file (or module) and what went wrong."""
+
+
+class MissingExtraError(SuiteError):
+    """A task whose files need an optional dependency that is not installed. The message
+    names the task and the ``pip install 'perceiver-suite[EXTRA]'`` that brings it."""

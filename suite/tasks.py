@@ -22,6 +22,28 @@ def chosen_location(cfg) -> str | None:
     return str(Path(os.environ[DATA_ENV]).expanduser().absolute() / cfg.task)
 
 
+# Optional dependencies, installed as ``pip install 'perceiver-suite[EXTRA]'``: the
+# module each extra brings, and what it reads. A task names the ones it needs
+# (``TaskInfo.extras``); ``needed_extras`` adds the ones a config's options need.
+EXTRAS: dict[str, tuple[str, str]] = {
+    "video": ("av", "decodes video files"),
+    "audio": ("librosa", "resamples audio, draws mel spectrograms"),
+    "modelnet": ("h5py", "reads HDF5 files"),
+}
+
+
+def needed_extras(data) -> tuple[str, ...]:
+    """The extras that reading ``data``'s task needs (a ``DataConfig``): the task's own,
+    plus ``audio`` where a fed audio modality becomes a log-mel spectrogram."""
+    info = TASKS.get(data.task)
+    needed = list(info.extras) if info else []
+    audio_fed = info is not None and "audio" in dict(info.modalities) and (
+        not data.modalities or "audio" in data.modalities)
+    if audio_fed and data.audio_features == "mel" and "audio" not in needed:
+        needed.append("audio")
+    return tuple(needed)
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskInfo:
     """What the model needs to know about a task before seeing any data."""
@@ -38,6 +60,8 @@ class TaskInfo:
     # Several modalities: (name, (index_dims, channels)) each, fed as one input array
     # per modality; the fields above then describe none of them.
     modalities: tuple[tuple[str, tuple[tuple[int, ...], int]], ...] = ()
+    # The package extras reading its data needs (keys of EXTRAS): digits needs none.
+    extras: tuple[str, ...] = ()
 
     @property
     def explicit_positions(self) -> bool:
@@ -57,25 +81,28 @@ TASKS: dict[str, TaskInfo] = {
     # Paper, section 4.3: max frequency 1120 = 10x ImageNet's, i.e. max_resolution 2240.
     "modelnet40": TaskInfo(
         (2048,), 3, 40, pos_dim=3, max_resolution=(2240.0,) * 3,
-        description="modelnet40_ply_hdf5_2048 HDF5 point clouds",
+        description="modelnet40_ply_hdf5_2048 HDF5 point clouds", extras=("modelnet",),
     ),
     "shapes3d": TaskInfo(
         (512,), 3, 5, pos_dim=3, max_resolution=(2240.0,) * 3,
         description="procedural point clouds on the surfaces of 5 solids",
     ),
     "mnist1d": TaskInfo((40,), 1, 10, description="procedural 1-D digits (mnist1d generator)"),
-    "wav_folder": TaskInfo((4096,), 1, 10, description="one folder per class of WAV files"),
+    "wav_folder": TaskInfo((4096,), 1, 10, description="one folder per class of WAV files",
+                           extras=("audio",)),
     "wav_manifest": TaskInfo(
         (4096,), 1, 10, multi_label=True,
         description="WAV clips with several labels each, listed in train.csv / eval.csv",
+        extras=("audio",),
     ),
     # Paper, section 4.2: 61,440 raw samples as 480 vectors of 128; 527 classes, multi-label.
     "audioset": TaskInfo(
         (480,), 128, 527, multi_label=True,
         description="AudioSet-style raw audio: WAV clips listed in train.csv / eval.csv",
+        extras=("audio",),
     ),
     "synthetic": TaskInfo((8, 8), 1, 10, description="tiny random data for tests/benchmarks"),
-    "video_folder": TaskInfo((8, 32, 32), 3, 10,
+    "video_folder": TaskInfo((8, 32, 32), 3, 10, extras=("video",),
                              description="one folder per class of video files (MP4, AVI, ...)"),
     # A moving square and a tone: the label is the direction and the pitch together, so
     # each modality alone tells half of it.
@@ -84,5 +111,6 @@ TASKS: dict[str, TaskInfo] = {
         description="procedural audio+video: a moving square and a tone, 4 classes"),
     "av_manifest": TaskInfo((8, 32, 32), 3, 10, multi_label=True, modalities=(
         ("audio", ((16000,), 1)), ("video", ((8, 32, 32), 3))),
-        description="video and WAV clips with several labels each, in train.csv / eval.csv"),
+        description="video and WAV clips with several labels each, in train.csv / eval.csv",
+        extras=("video", "audio")),
 }

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from suite.config import DataConfig
+from suite.data import extras
 from suite.data.images import ImageFiles, decode_error
 from suite.data.sources import Split, data_dir, holdout, missing_error
 from suite.errors import DataError
@@ -158,8 +159,7 @@ def read_wav(path: Path, rate: int, notes: ClipNotes | None = None) -> np.ndarra
     librosa, if the file has another)."""
     x, source = read_pcm(path)
     if source != rate:
-        import librosa
-
+        librosa = extras.module("audio")
         x = librosa.resample(x, orig_sr=source, target_sr=rate)
     if notes is not None:
         notes.add(source, len(x))

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from suite.config import DataConfig
+from suite.data import extras
 from suite.data.sources import Split, check_labels, data_dir, missing_error
 from suite.errors import DataError
 
@@ -120,8 +121,7 @@ def cifar(cfg: DataConfig) -> tuple[Split, Split]:
 
 def modelnet40(cfg: DataConfig) -> tuple[Split, Split]:
     """``modelnet40_ply_hdf5_2048``: ply_data_{train,test}*.h5 with ``data`` and ``label``."""
-    import h5py
-
+    h5py = extras.module("modelnet")
     root = data_dir(cfg)
     if not root.is_dir():
         raise missing_error(cfg, "directory", root)

@@ -13,7 +13,7 @@ import numpy as np
 
 from suite.config import DataConfig
 from suite.config.layout import MEL_BINS, Layout, layouts, mel_hop
-from suite.data import video
+from suite.data import extras, video
 from suite.data.images import ImageFiles
 from suite.data.sources import Split
 from suite.errors import DataError
@@ -42,8 +42,7 @@ def audio_features(x: np.ndarray, lay: Layout, cfg: DataConfig) -> np.ndarray:
         out = np.zeros(lay.dims[0], np.float32)
         out[: min(len(x), lay.dims[0])] = x[: lay.dims[0]]
         return out[:, None]
-    import librosa
-
+    librosa = extras.module("audio")
     hop = mel_hop(cfg)
     samples = (lay.dims[0] - 1) * hop
     y = np.zeros(samples, np.float32)

@@ -17,7 +17,7 @@ import numpy as np
 from absl import flags
 
 from suite.config import DataConfig
-from suite.data import images, multimodal, sources, video
+from suite.data import extras, images, multimodal, sources, video
 from suite.data.images import ImageFiles
 from suite.data.readers import READERS
 from suite.data.sources import Split
@@ -54,6 +54,7 @@ def load(cfg: DataConfig, seed: int = 0) -> Dataset:
     ``data.train_limit`` / ``data.eval_limit`` keep a class-stratified subset drawn with
     ``seed`` (the run's): the same examples for every run of that seed.
     """
+    extras.require(cfg)  # a missing optional dependency: one line, before any file is read
     try:
         train, eval_ = READERS[cfg.task](cfg)
     except FileNotFoundError as e:

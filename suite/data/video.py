@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from suite.data import images
+from suite.data import extras, images
 from suite.errors import DataError
 
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".gif")
@@ -29,8 +29,7 @@ def decode(path: Path, size: tuple[int, int], max_frames: int = MAX_FRAMES,
     shorter side ``max(size) / 0.875`` when picked; at ``fps`` frames per second if given
     (each time step takes the frame shown then), else the file's own. A DataError naming
     the file when it does not decode (truncated, not a video, no video stream)."""
-    import av
-
+    av = extras.module("video")
     short = int(round(max(size) / images.EVAL_CROP))
     frames, times = [], []
     try:
