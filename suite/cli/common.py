@@ -25,7 +25,7 @@ def config_args(p: argparse.ArgumentParser, folder: bool = False) -> None:
     """``--preset`` and overrides; ``folder``: a run folder's config.json is the default."""
     from suite.config import DEFAULT_PRESET, PRESETS
 
-    default = (f"the run folder's config.json if it has one (and no overrides are given), "
+    default = (f"the run folder's config.json if it has one (overrides change it), "
                f"else {DEFAULT_PRESET}") if folder else DEFAULT_PRESET
     p.add_argument("--preset", default=None if folder else DEFAULT_PRESET, metavar="NAME",
                    help=f"starting config (default: {default}); one of: {', '.join(PRESETS)}")
@@ -33,17 +33,19 @@ def config_args(p: argparse.ArgumentParser, folder: bool = False) -> None:
 
 
 def config_from(args: argparse.Namespace, workdir: str | None = None):
-    """The config the command line names; with neither a preset nor overrides, that of
-    ``workdir`` (a folder from a run or from ``import-official``) if it has one."""
+    """The config the command line names; without a preset, that of ``workdir`` (a
+    folder from a run or from ``import-official``) if it has one, with the overrides on
+    top (``train --workdir DIR train.steps=N`` asks to extend DIR's run)."""
     from pathlib import Path
 
     from suite import config as cfg_lib
 
     if args.preset is None:
-        if workdir and not args.overrides and (Path(workdir) / "config.json").exists():
+        if workdir and (Path(workdir) / "config.json").exists():
             from suite.files import read_json
 
-            return cfg_lib.from_dict(read_json(Path(workdir) / "config.json"))
+            folder = cfg_lib.from_dict(read_json(Path(workdir) / "config.json"))
+            return cfg_lib.apply_overrides(folder, cfg_lib.parse_overrides(args.overrides))
         return cfg_lib.build(cfg_lib.DEFAULT_PRESET, cfg_lib.parse_overrides(args.overrides))
     return cfg_lib.build(args.preset, cfg_lib.parse_overrides(args.overrides))
 

@@ -29,7 +29,10 @@ def _train(sub: argparse._SubParsersAction) -> None:
         "SIGTERM/SIGINT save a checkpoint and stop (exit 128+signal). The folder is locked "
         "while training: a second command on it exits with status 3. A checkpoint of "
         "another model structure stops with status 2 and is left where it is. In a folder "
-        "from import-official, `train --workdir DIR` fine-tunes the imported weights.")
+        "from import-official, `train --workdir DIR` fine-tunes the imported weights. A "
+        "completed run with train.schedule=constant goes on for more steps with `train "
+        "--workdir DIR train.steps=N` (recorded as `extended` in its summary.json); any other "
+        "change of a run folder's config is refused.")
     config_args(p, folder=True)
     p.add_argument("--workdir", required=True, help="the run folder")
     p.add_argument("--coordinator", metavar="HOST:PORT",
@@ -42,7 +45,30 @@ def _train(sub: argparse._SubParsersAction) -> None:
                    "step 0 (the failed attempt kept as checkpoints_failed_N/ and "
                    "metrics_failed_N.jsonl, since resuming would diverge again), after a crash "
                    "from its newest checkpoint")
+    p.add_argument("--init-from", metavar="RUN_DIR",
+                   help="warm start: begin from the model weights of RUN_DIR's newest checkpoint "
+                   "(the same model shapes), with this run's own seed, data stream and "
+                   "schedule; recorded as train.init_from, so part of the run's config and id. "
+                   "Rerunning resumes from this run's own checkpoints")
+    p.add_argument("--init-optimizer", choices=["fresh", "carry"],
+                   help="with --init-from: a new optimizer (fresh, the default), or carry "
+                   "RUN_DIR's optimizer state (moments and step count; the same optimizer "
+                   "config only); recorded as train.init_optimizer")
     p.set_defaults(func=run_train)
+
+
+def train_config(args: argparse.Namespace):
+    """The config to train: the command line's, with the warm-start flags as its keys
+    (the source folder made absolute, so the record names it wherever the run goes)."""
+    from suite import config as cfg_lib
+
+    config = config_from(args, args.workdir)
+    warm = {}
+    if args.init_from is not None:
+        warm["train.init_from"] = str(Path(args.init_from).expanduser().absolute())
+    if args.init_optimizer is not None:
+        warm["train.init_optimizer"] = args.init_optimizer
+    return cfg_lib.apply_overrides(config, warm) if warm else config
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -51,7 +77,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     several = hosts.initialize(args.coordinator, args.num_processes, args.process_id)
     try:
-        summary = train_and_evaluate(config_from(args, args.workdir), args.workdir,
+        summary = train_and_evaluate(train_config(args), args.workdir,
                                      retry_failed=args.retry_failed)
     except BaseException as e:  # one host's failure ends every host, with its reason
         if not several:

@@ -19,6 +19,7 @@ PosCombine = Literal["concat", "add"]
 Permutation = Literal["none", "fixed"]
 Optimizer = Literal["lamb", "adamw", "sgd"]
 Schedule = Literal["constant", "step", "constant_cosine", "cosine"]
+InitOptimizer = Literal["fresh", "carry"]
 Loss = Literal["softmax", "sigmoid"]
 Precision = Literal["float32", "bfloat16"]
 BadExamples = Literal["skip", "fail"]
@@ -162,6 +163,12 @@ class TrainConfig:
     keep_checkpoints: int = 2
     tensorboard: bool = True  # also write TensorBoard event files into the run folder
     mesh: str = ""  # devices to train on, e.g. "data=-1" or "data=-1,fsdp=2"; "": one
+    # Warm start: the run folder whose newest checkpoint's model weights this run starts
+    # from (absolute; the CLI's --init-from makes it so); None: the seed's initialisation.
+    # A config key, so part of the run's id: a grid can fine-tune from one checkpoint.
+    init_from: str | None = None
+    init_optimizer: InitOptimizer = "fresh"  # with init_from: a new optimizer, or "carry"
+    # the source's optimizer state (moments and step count; the same optimizer config only)
 
 
 @dataclasses.dataclass(frozen=True)

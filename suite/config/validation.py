@@ -310,6 +310,9 @@ def _validate_train(t: TrainConfig) -> None:
         _positive(f"train.{name}", getattr(t, name), allow_zero=True)
     _require(t.warmup_steps < t.steps,
              f"train.warmup_steps={t.warmup_steps} must be < train.steps={t.steps}")
+    _require(t.init_optimizer == "fresh" or bool(t.init_from),
+             f"train.init_optimizer={t.init_optimizer!r} needs train.init_from (the run whose "
+             "optimizer state it carries)")
     parse_mesh(t.mesh)  # the syntax; the device count is known at run time
     _require(0.0 <= t.label_smoothing < 1.0,
              f"train.label_smoothing={t.label_smoothing} must be in [0, 1)")

@@ -1,4 +1,5 @@
-"""The run folder's files: config.json, metrics.jsonl, summary.json, attempts set aside.
+"""The run folder's files: config.json, metrics.jsonl, summary.json, extended.json,
+attempts set aside.
 
 A run folder is the unit of truth. These helpers never delete what a run produced:
 metric lines are dropped only past a step that was restored (they are recomputed
@@ -8,6 +9,7 @@ removed.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from suite import config as cfg_lib
-from suite.config import Config
+from suite.config import Config, TrainConfig
 from suite.errors import CheckpointError, SuiteError
 from suite.files import (
     append_jsonl,
@@ -27,26 +29,76 @@ from suite.files import (
 )
 
 CONFIG, METRICS, SUMMARY = "config.json", "metrics.jsonl", "summary.json"
+EXTENDED = "extended.json"  # train.steps raised on a completed run: when, from, to
 CHECKPOINTS = "checkpoints"
 
 
-def check_config(workdir: Path, config: Config) -> None:
-    """Refuse a folder that holds a run of another config."""
+def check_config(workdir: Path, config: Config, *, primary: bool = True) -> str | None:
+    """Refuse a folder that holds a run of another config, but one change: a completed
+    run with a constant learning rate may go on for more steps (``train.steps`` raised),
+    since its schedule to date is the same. That run is extended in place (the record in
+    ``extended.json``, its summary set aside, config.json rewritten by the ``primary``
+    process) and resumes from its last checkpoint; what was done is returned, for the log.
+    """
     path = workdir / CONFIG
     if not path.exists():
-        return
+        return None
     try:
         existing = cfg_lib.from_dict(read_json(path))
     except (ValueError, SuiteError) as e:
         raise CheckpointError(f"{path}: unreadable config ({e}); move the folder away") from None
-    if existing != config:
-        flat_old, flat_new = cfg_lib.flatten(existing), cfg_lib.flatten(config)
-        diff = [k for k in flat_new if flat_old.get(k) != flat_new[k]]
-        k = diff[0] if diff else "?"
-        raise CheckpointError(
-            f"{workdir} holds a run with another config ({k}={flat_old.get(k)!r} there, "
-            f"{flat_new.get(k)!r} here); use another --workdir"
-        )
+    if existing == config:
+        return None
+    flat_old, flat_new = cfg_lib.flatten(existing), cfg_lib.flatten(config)
+    diff = [k for k in flat_new if flat_old.get(k) != flat_new[k]]
+    k = diff[0] if diff else "?"
+    refusal = (f"{workdir} holds a run with another config ({k}={flat_old.get(k)!r} there, "
+               f"{flat_new.get(k)!r} here)")
+    why_not = (_why_not_extended(workdir, existing.train, config.train)
+               if diff == ["train.steps"] else "")
+    if diff != ["train.steps"] or why_not:
+        raise CheckpointError(f"{refusal}{why_not}; use another --workdir")
+    old, new = existing.train.steps, config.train.steps
+    if primary:
+        _extend(workdir, config, old)
+    return (f"extending the completed run from {old} to {new} steps (a constant learning "
+            f"rate: the schedule so far is unchanged); recorded in {EXTENDED}")
+
+
+def _why_not_extended(workdir: Path, old: TrainConfig, new: TrainConfig) -> str:
+    """Why raising ``train.steps`` cannot extend this run in place ("" if it can)."""
+    if new.steps < old.steps:
+        return "; train.steps may be raised (a run extended), not lowered"
+    if old.schedule != "constant":
+        return (f"; only a run with train.schedule='constant' is extended in place (this "
+                f"one's {old.schedule!r} schedule depends on train.steps)")
+    summary = read_summary(workdir) or {}
+    resumed = any(e.get("to_step") == new.steps for e in read_extensions(workdir)[-1:])
+    if summary.get("status") != "completed" and not (resumed and not summary):
+        shown = summary.get("status", "unfinished")
+        return (f"; only a completed run is extended in place (this one is {shown}: finish "
+                "it with its own config first)")
+    if summary and summary.get("step", old.steps) < old.warmup_steps:
+        return f"; its warmup of {old.warmup_steps} steps is not done"
+    return ""
+
+
+def _extend(workdir: Path, config: Config, old_steps: int) -> None:
+    """Each step is idempotent, so a kill between them is finished by the same command."""
+    entries = read_extensions(workdir)
+    entry = {"from_step": old_steps, "to_step": config.train.steps}
+    if not entries or {k: entries[-1].get(k) for k in entry} != entry:
+        when = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        write_json_atomic(workdir / EXTENDED, [*entries, {**entry, "when": when}])
+    if (read_summary(workdir) or {}).get("status") == "completed":
+        set_aside_summary(workdir, "extended")
+    write_json_atomic(workdir / CONFIG, cfg_lib.to_dict(config))
+
+
+def read_extensions(workdir: Path) -> list[dict[str, Any]]:
+    """The run's extensions in place, oldest first: from_step, to_step, when (UTC)."""
+    path = workdir / EXTENDED
+    return read_json(path) if path.exists() else []
 
 
 def write_config(workdir: Path, config: Config) -> None:

@@ -31,7 +31,7 @@ from suite.config import Config, flatten
 from suite.data.skips import BadData, SkipLog
 from suite.models.flops import cost_of
 from suite.models.registry import build_model, count_params
-from suite.training import devices, hosts, lock, preflight, stop
+from suite.training import devices, hosts, lock, preflight, stop, warm_start
 from suite.training.checkpoint import Checkpointer
 from suite.training.figures import run_figures
 from suite.training.official import FRESH_DATA
@@ -42,6 +42,7 @@ from suite.training.run_folder import (
     MetricsLog,
     check_config,
     prepare_retry,
+    read_extensions,
     read_summary,
     set_aside_summary,
     write_config,
@@ -49,7 +50,7 @@ from suite.training.run_folder import (
 )
 from suite.training.sharding import Placement
 from suite.training.steps import METRIC_KEYS, evaluate
-from suite.training.writers import JsonlWriter, TensorBoardWriter, Writers
+from suite.training.writers import JsonlWriter, TensorBoardWriter, Writers, hparams
 
 
 class EvaluationFailed(Exception):
@@ -81,6 +82,7 @@ class Trainer:
         self.wall_start = time.perf_counter()
         self.step, self.prior_wall, self.bar = 0, 0.0, None
         self.last_train: dict[str, float] = {}
+        self.init_from: dict[str, Any] | None = None  # where a warm start began
 
     # ------------------------------------------------------------------ setup
 
@@ -88,6 +90,8 @@ class Trainer:
         """Data, a memory check on abstract shapes, model, optimizer, restore. A stop signal
         here leaves no trace; a run that cannot fit raises ``DoesNotFit`` before any step."""
         t, config = self.t, self.config
+        if t.init_from and not any((self.workdir / CHECKPOINTS).glob("[0-9]*")):
+            warm_start.check_source(config)  # a wrong source is one line before compiling
         devices.enable_compile_cache()
         self.ds = data_lib.load(config.data, config.seed)  # user mistakes surface here
         self.train_eval = data_lib.train_eval_split(self.ds, t.eval_train_examples, config.seed)
@@ -114,28 +118,13 @@ class Trainer:
         if self.place.primary and (torn := self.metrics.drop_torn()):
             self.log(f"{self.name}: metrics.jsonl ended in a torn line ({torn} bytes, a kill "
                      "mid-write); dropped it")
-        restored = self.ckpt.restore_latest(self.state)
-        if restored is not None:
-            self.step, self.state = restored.step, restored.state
-            if restored.data != FRESH_DATA:  # imported weights start the data stream afresh
-                self.train_iter.set_state(restored.data)
-            self.prior_wall = restored.meta["wall_seconds"]
-            acc = restored.meta["acc"]
-            self.window = Window(None if acc is None else
-                                 {k: jnp.asarray(np.float32(v)) for k, v in acc.items()},
-                                 restored.meta["window"])
-            self.skips.restore(restored.meta.get("skipped"))
-            if self.place.primary:
-                self.metrics.truncate_to(self.step)
-            self.log(f"{self.name}: resuming from step {self.step}")
-        elif self.place.primary:
-            self._start_metrics_afresh()
+        self._restore()
         last = self.metrics.last("train/loss")
         if last:
             self.last_train = {k: last[k] for k in ("train/loss", "train/accuracy")}
         writers = [JsonlWriter(self.metrics)] if self.place.primary else []
         if t.tensorboard and self.place.primary:
-            writers.append(TensorBoardWriter(self.workdir, self.step))
+            writers.append(TensorBoardWriter(self.workdir, self.step, hparams(config)))
         self.writer = Writers(*writers)  # only process 0 writes the run folder's files
         self.skips.dropped(self.ds.train, "train")
         self.skips.dropped(self.ds.eval, "eval")
@@ -143,6 +132,35 @@ class Trainer:
         if preflight.like(self.pending) != spec:  # the pipeline's batch is the truth
             self.compiled, _, _ = preflight.compile_train(self.steps, self.state, self.pending)
         self.step_flops = cost_of(self.compiled)["flops"]
+
+    def _restore(self) -> None:
+        """Resume from the run's own newest checkpoint; without one, start afresh, from
+        ``train.init_from``'s weights if set (a resumed warm start never reads them again:
+        its checkpoints carry the record of where it started)."""
+        restored = self.ckpt.restore_latest(self.state)
+        if restored is None:
+            if self.place.primary:
+                self._start_metrics_afresh()
+            if self.t.init_from:
+                self.state, source = warm_start.initial_state(self.config, self.state, self.log)
+                self.init_from = source.record()
+                self.log(f"{self.name}: starting from {source.path} (step {source.step}, "
+                         f"weights sha256 {source.weights_sha256[:12]}), optimizer "
+                         f"{source.optimizer}")
+            return
+        self.step, self.state = restored.step, restored.state
+        if restored.data != FRESH_DATA:  # imported weights start the data stream afresh
+            self.train_iter.set_state(restored.data)
+        self.prior_wall = restored.meta["wall_seconds"]
+        acc = restored.meta["acc"]
+        self.window = Window(None if acc is None else
+                             {k: jnp.asarray(np.float32(v)) for k, v in acc.items()},
+                             restored.meta["window"])
+        self.skips.restore(restored.meta.get("skipped"))
+        self.init_from = restored.meta.get("init_from")
+        if self.place.primary:
+            self.metrics.truncate_to(self.step)
+        self.log(f"{self.name}: resuming from step {self.step}")
 
     def _start_metrics_afresh(self) -> None:
         """No checkpoint to resume: old metric lines are kept aside if checkpoints were."""
@@ -262,6 +280,7 @@ class Trainer:
             "step": self.step, "window": self.window.count, "acc": sums,
             "wall_seconds": self.prior_wall + time.perf_counter() - self.wall_start,
             "skipped": self.skips.state(),
+            **({"init_from": self.init_from} if self.init_from else {}),
         })
 
     def _open_bar(self) -> None:
@@ -296,7 +315,10 @@ class Trainer:
                           self.plan, self.place),
             "wall_seconds": self.prior_wall + time.perf_counter() - self.wall_start,
             "data_skipped": self.skips.summary(),
+            **({"init_from": self.init_from} if self.init_from else {}),
+            **({"extended": ext} if (ext := read_extensions(self.workdir)) else {}),
         }
+        self.writer.end(status)
         if self.place.primary:
             write_summary(self.workdir, summary)
         return summary
@@ -346,7 +368,8 @@ def train_and_evaluate(
     with stop.guard(), owner:  # the folder is locked by process 0 of a multi-host run
         stop.reset()
         hosts.agree(flatten(config), workdir.name)
-        check_config(workdir, config)
+        if extended := check_config(workdir, config, primary=jax.process_index() == 0):
+            log(f"{workdir.name}: {extended}")
         summary = read_summary(workdir)
         if summary is not None and summary.get("status") == "interrupted":
             set_aside_summary(workdir, "interrupted")  # resumable: the reason is kept
