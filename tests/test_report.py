@@ -3,6 +3,7 @@ listed), cells aggregate their seeds to mean ± std with 95% intervals, cells th
 noise cannot tell from the best are bold, every plotted line is one cell, outputs are
 well formed."""
 
+import base64
 import json
 import shutil
 import subprocess
@@ -224,6 +225,36 @@ def test_committed_results_without_run_folders_redraw_from_results_csv(results):
     assert "eval_accuracy_vs_num_latents.png" in written and "curves.png" not in written
     md = (results / "report" / "table.md").read_text()
     assert "final row from" in md and "no learning curves" in md and "n16_s2" in md
+
+
+def test_a_clone_keeps_the_curves_and_attention_maps_it_cannot_redraw(results):
+    from suite.sweeps.results import write_results_csv
+
+    write_report(results)
+    maps = results / "report" / "attention_8.png"
+    maps.write_bytes(b"maps an earlier report drew")
+    curves = (results / "report" / "curves.png").read_bytes()
+    write_results_csv(results)
+    shutil.rmtree(results / "runs")  # a clone: run folders are never committed
+    (results / "report" / "eval_accuracy_vs_seed.png").write_bytes(b"stale")
+    written = write_report(results)
+    assert "curves.png" not in written and "attention_8.png" not in written  # not redrawn
+    assert (results / "report" / "curves.png").read_bytes() == curves
+    assert maps.read_bytes() == b"maps an earlier report drew"
+    assert not (results / "report" / "eval_accuracy_vs_seed.png").exists()  # still stale
+    md = (results / "report" / "table.md").read_text()
+    assert "kept as an earlier report drew them (attention_8.png, curves.png)" in md
+    html = (results / "report" / "index.html").read_text()
+    assert base64.b64encode(curves).decode() in html
+
+
+def test_a_report_with_run_folders_removes_the_curves_it_no_longer_draws(results):
+    (results / "report").mkdir()
+    (results / "report" / "curves.png").write_bytes(b"an older grid's curves")
+    for run in (results / "runs").iterdir():
+        (run / "metrics.jsonl").write_text("")
+    written = write_report(results)
+    assert "curves.png" not in written and not (results / "report" / "curves.png").exists()
 
 
 def test_an_unreadable_results_csv_is_one_line(tmp_path):

@@ -40,6 +40,7 @@ TEMPLATES = jinja2.Environment(
 # a config key's last part as a column header ("model.num_latents" -> "num_latents")
 TEMPLATES.filters["short"] = lambda key: key.rsplit(".", 1)[-1] if key.startswith(
     ("model.", "data.", "train.")) else key
+RUN_FOLDER_FIGURES = ("curves.", "attention_")  # drawn from run folders only
 REASONS = {"partial": "interrupted; rerun the spec to resume it",
            "pending": "not started",
            "missing": "no run folder: not started (another shard, or the grid was stopped)"}
@@ -78,6 +79,17 @@ def curves(out: Path, frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(parts, columns=["run_id", "step", "split", "accuracy", "loss"])
 
 
+def kept_figures(out: Path, report_dir: Path) -> list[Path]:
+    """The learning curves and attention maps an earlier report drew, where ``out`` has no
+    run folders (a clone redrawing from its results.csv): they are drawn from the run
+    folders' metrics and checkpoints, so here they cannot be redrawn, but are not stale."""
+    runs = out / "runs"
+    if (runs.is_dir() and any(p.is_dir() for p in runs.iterdir())) or not report_dir.is_dir():
+        return []
+    return sorted(f for f in report_dir.iterdir() if f.name.startswith(RUN_FOLDER_FIGURES)
+                  and f.suffix in (".png", ".svg", ".csv"))
+
+
 def notes(spec: ReportSpec, agg: pd.DataFrame) -> list[str]:
     """What the table's numbers are, in words."""
     return [
@@ -111,6 +123,11 @@ def write_report(out: Path, *, metric: str | None = None, rows: list[str] | None
     report_dir.mkdir(parents=True, exist_ok=True)
     figures: list[Path] = []
     said = notes(spec, agg)
+    kept = kept_figures(out, report_dir) if plots else []
+    if kept:
+        said.append("Learning curves and attention maps need the run folders, which this "
+                    "folder does not have: kept as an earlier report drew them ("
+                    + ", ".join(f.name for f in kept if f.suffix == ".png") + ").")
     if plots:
         from suite.analysis import plots as plots_lib
 
@@ -132,8 +149,8 @@ def write_report(out: Path, *, metric: str | None = None, rows: list[str] | None
         "table.tex": to_latex(shown, tied, bold, caption),
         "table.csv": agg.to_csv(index=False),
         "runs.csv": frame.to_csv(index=False),
-        "index.html": render_html(spec, shown, tied, bold, pivot, figures, prov, not_completed,
-                                  too_big, exp, said),
+        "index.html": render_html(spec, shown, tied, bold, pivot, figures + kept, prov,
+                                  not_completed, too_big, exp, said),
     }
     for name, text in written.items():
         write_text_atomic(report_dir / name, text)
@@ -141,7 +158,7 @@ def write_report(out: Path, *, metric: str | None = None, rows: list[str] | None
     paths.update({f.name: f for f in figures})
     for stale in report_dir.iterdir():  # figures an earlier report drew and this one did not
         if stale.suffix in (".png", ".svg", ".csv") and stale.name not in paths and \
-                stale.name != "index_rendered.png":
+                stale.name != "index_rendered.png" and stale not in kept:
             stale.unlink()
     return paths
 
