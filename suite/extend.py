@@ -91,7 +91,7 @@ import importlib
 import re
 import typing
 from collections.abc import Callable, Iterable
-from typing import Any, Literal
+from typing import Any
 
 from suite import plugins as plugin_lib
 from suite.errors import ConfigError, PluginError
@@ -190,7 +190,7 @@ def register(part: str, name: str, target: Any = None, *, knobs: type | None = N
                           "(letters, digits, _), as it becomes a config value and key")
     knobs = knobs or NoKnobs
     where = _where(target)
-    _check_knobs(knobs, f"{part} {name!r} ({where})")
+    plugin_lib.check_knobs(knobs, f"{part} {name!r} ({where})")
     entry = Entry(part, name, target, knobs, flops, where, plugin_lib.current())
     taken = _REGISTRY[part].get(name)
     if taken is not None and taken.where != where:
@@ -361,39 +361,3 @@ def _where(target: Any) -> str:
     if plugin is not None and plugin.kind == "file" and module.startswith("perceiver_suite_plugin"):
         module = plugin.path or module
     return f"{module}:{qualname}"
-
-
-SCALARS = (int, float, bool, str)
-
-
-def _check_knobs(knobs: Any, what: str) -> None:
-    """A frozen dataclass, every field with a default and of a type keys can hold."""
-    if not (isinstance(knobs, type) and dataclasses.is_dataclass(knobs)
-            and knobs.__dataclass_params__.frozen):
-        raise PluginError(f"{what}: knobs={knobs!r} must be a frozen dataclass "
-                          "(@dataclasses.dataclass(frozen=True))")
-    try:
-        hints = typing.get_type_hints(knobs)
-    except Exception as e:  # noqa: BLE001 (a name the annotations use is not importable)
-        raise PluginError(f"{what}: cannot read the types of knobs {knobs.__name__}: {e}") \
-            from None
-    for f in dataclasses.fields(knobs):
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise PluginError(f"{what}: knob {knobs.__name__}.{f.name} needs a default")
-        if not _plain(hints[f.name]):
-            raise PluginError(f"{what}: knob {knobs.__name__}.{f.name} has type "
-                              f"{hints[f.name]!r}; use int, float, bool, str, a tuple of them, "
-                              "a Literal, or one of these | None")
-
-
-def _plain(tp: Any) -> bool:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp in SCALARS:
-        return True
-    if origin is Literal:
-        return all(isinstance(a, SCALARS) for a in args)
-    if origin is tuple:
-        return len(args) == 2 and args[1] is Ellipsis and _plain(args[0])
-    if origin is not None and type(None) in args:  # X | None
-        return all(a is type(None) or _plain(a) for a in args)
-    return False

@@ -13,7 +13,8 @@ when it is imported. It is named three ways:
   naming a function (``"my_pkg:register"``) has it called with no arguments.
 
 A plugin that does not import is one line naming the file and the exception
-(:class:`suite.errors.PluginError`, exit status 2). Every plugin loaded is recorded with
+(:class:`suite.errors.PluginError`, exit status 2); so is a registration whose knobs
+break the contract (:func:`check_knobs`). Every plugin loaded is recorded with
 its file's SHA-256 (:func:`loaded`), for a run's ``config.json`` and ``summary.json``.
 """
 
@@ -28,8 +29,11 @@ import importlib.util
 import re
 import sys
 import traceback
+import types
+import typing
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Literal
 
 from suite.errors import PluginError, SuiteError
 
@@ -184,14 +188,17 @@ def load_entry_points() -> list[Plugin]:
             continue
         dist = getattr(getattr(ep, "dist", None), "name", None)
         shown = f"{ep.name} = {ep.value!r} (entry point of {dist or 'an installed package'})"
-        module_name = ep.value.split(":")[0].strip()
-        with _importing(None, shown, None):
+        try:
+            where = importlib.util.find_spec(ep.value.split(":")[0].strip())
+        except (ImportError, ValueError):
+            where = None
+        path = where.origin if where is not None else None
+        plugin = Plugin(source, path, sha256_of(path), "entry-point")
+        with _importing(plugin, shown, None):  # its registrations are credited to it
             target = ep.load()
             if ep.attr and callable(target):
                 target()
-        path = getattr(sys.modules.get(module_name), "__file__", None)
-        _LOADED[source] = Plugin(source, path, sha256_of(path), "entry-point")
-        found.append(_LOADED[source])
+        found.append(plugin)
     return found
 
 
@@ -211,3 +218,39 @@ def changed(recorded: list) -> list[str]:
                          f"{(new or 'unreadable')[:12]} now); resuming with the code as it "
                          "is now")
     return lines
+
+
+SCALARS = (int, float, bool, str)
+
+
+def check_knobs(knobs: Any, what: str) -> None:
+    """A frozen dataclass, every field with a default and of a type keys can hold."""
+    if not (isinstance(knobs, type) and dataclasses.is_dataclass(knobs)
+            and knobs.__dataclass_params__.frozen):
+        raise PluginError(f"{what}: knobs={knobs!r} must be a frozen dataclass "
+                          "(@dataclasses.dataclass(frozen=True))")
+    try:
+        hints = typing.get_type_hints(knobs)
+    except Exception as e:  # noqa: BLE001 (a name the annotations use is not importable)
+        raise PluginError(f"{what}: cannot read the types of knobs {knobs.__name__}: {e}") \
+            from None
+    for f in dataclasses.fields(knobs):
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise PluginError(f"{what}: knob {knobs.__name__}.{f.name} needs a default")
+        if not _plain(hints[f.name]):
+            raise PluginError(f"{what}: knob {knobs.__name__}.{f.name} has type "
+                              f"{hints[f.name]!r}; use int, float, bool, str, a tuple of them, "
+                              "a Literal, or one of these | None")
+
+
+def _plain(tp: Any) -> bool:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp in SCALARS:
+        return True
+    if origin is Literal:
+        return all(isinstance(a, SCALARS) for a in args)
+    if origin is tuple:
+        return len(args) == 2 and args[1] is Ellipsis and _plain(args[0])
+    if origin in (typing.Union, types.UnionType):  # X | None, int | float
+        return all(a is type(None) or _plain(a) for a in args)
+    return False

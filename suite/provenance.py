@@ -51,10 +51,14 @@ def git_state(folder: Path | None = None) -> dict[str, Any]:
 
 
 def record() -> dict[str, Any]:
-    """The provenance block of a ``summary.json``."""
+    """The provenance block of a ``summary.json``: the suite's code, the libraries, and
+    every plugin this process loaded (``suite.plugins``: its path and SHA-256)."""
+    from suite import plugins
+
     git = git_state()
     return {"suite_version": suite.__version__, "git_commit": git["commit"],
-            "git_dirty": git["dirty"], "versions": versions()}
+            "git_dirty": git["dirty"], "versions": versions(),
+            "plugins": [p.record() for p in plugins.loaded()]}
 
 
 def describe(block: dict[str, Any] | None) -> str:

@@ -22,7 +22,15 @@ from suite.cli import (  # noqa: F401  (they register)
     interop,
     reports,
 )
-from suite.cli.common import COMMANDS, EXIT_BUSY, EXIT_USER_ERROR, OVERRIDE
+from suite.cli.common import (
+    COMMANDS,
+    EXIT_BUSY,
+    EXIT_USER_ERROR,
+    OVERRIDE,
+    PLUGIN_COMMANDS,
+    load_plugins,
+    plugin_arg,
+)
 from suite.errors import SuiteError
 
 ORDER = ["describe", "data", "devices", "presets", "train", "run", "report", "compare",
@@ -36,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for register in sorted(COMMANDS, key=lambda r: ORDER.index(r.__name__.lstrip("_"))):
         register(sub)
+    for name in PLUGIN_COMMANDS:  # every command that builds or reads a model
+        if name in sub.choices:
+            plugin_arg(sub.choices[name])
     return parser
 
 
@@ -61,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with stop.guard():  # SIGTERM/SIGINT from process start: a clean exit, 128 + signal
             args = parse(argv)
+            load_plugins(args)
             return int(args.func(args) or 0)
     except RunBusy as e:
         print(f"perceiver-suite: {e}", file=sys.stderr)

@@ -8,13 +8,31 @@ from collections.abc import Callable
 
 EXIT_USER_ERROR = 2
 EXIT_BUSY = 3  # another process trains the run folder
-OVERRIDE = re.compile(r"^(seed|[A-Za-z_]\w*\.[A-Za-z_]\w*)=")  # a dotted key=value
+OVERRIDE = re.compile(r"^(seed|[A-Za-z_]\w*(\.[A-Za-z_]\w*)+)=")  # a dotted key=value
+# Commands that build or read a model take --plugin (suite.extend, suite.plugins).
+PLUGIN_COMMANDS = ("describe", "train", "run", "sweep", "evaluate", "predict", "attention",
+                   "bench", "scaling")
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []  # in --help order
 
 
 def command(register: Callable[[argparse._SubParsersAction], None]):
     COMMANDS.append(register)
     return register
+
+
+def plugin_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE",
+                   help="user code that registers models or Perceiver part variants "
+                   "(suite.extend): a .py file or an importable module, imported first; "
+                   "repeatable")
+
+
+def load_plugins(args: argparse.Namespace) -> None:
+    """Import the command line's ``--plugin``s (relative paths: from here)."""
+    if getattr(args, "plugin", None):
+        from suite import extend
+
+        extend.load_plugins(args.plugin)
 
 
 def overrides_arg(p: argparse.ArgumentParser, help: str) -> None:

@@ -48,6 +48,16 @@ def logits_of(cross, z: jax.Array, x: jax.Array, chunk: int = CHUNK) -> jax.Arra
     return out.transpose(1, 2, 0, 3).reshape(q.shape[1], q.shape[0], -1)[..., :m]
 
 
+def variant_logits(cross, z: jax.Array, x: jax.Array) -> jax.Array:
+    """A cross-attention variant's logits through its ``attention_logits`` hook
+    (``suite.extend``), ``[heads, N, M]`` for one example."""
+    out = cross.attn.attention_logits(cross.ln_q(z), cross.ln_kv(x))
+    if out.ndim != 4 or out.shape[0] != 1 or out.shape[2:] != (z.shape[1], x.shape[1]):
+        raise SuiteError(f"{type(cross.attn).__name__}.attention_logits gave shape "
+                         f"{list(out.shape)}; expected [1, heads, {z.shape[1]}, {x.shape[1]}]")
+    return out[0].astype(jnp.float32)
+
+
 def cross_attention_maps(model, inputs: np.ndarray, positions: np.ndarray | None = None,
                          index: np.ndarray | None = None,
                          which: list[int] | None = None) -> dict[int, np.ndarray]:
@@ -59,6 +69,11 @@ def cross_attention_maps(model, inputs: np.ndarray, positions: np.ndarray | None
     if not isinstance(model, Perceiver):
         raise SuiteError(f"attention maps are the Perceiver's cross-attends; "
                          f"model.kind={type(model).__name__} has none")
+    attn = model.cross[0].attn
+    if not model.standard_cross and not hasattr(attn, "attention_logits"):
+        raise SuiteError(f"the cross-attention variant {type(attn).__name__} gives no attention "
+                         "maps: its class defines no attention_logits(q_in, kv_in) -> [B, H, N, "
+                         "M] (suite.extend)")
     kwargs = {"inputs": jax.tree.map(lambda a: jnp.asarray(a, jnp.float32)[None], inputs)}
     if positions is not None:
         kwargs["positions"] = jnp.asarray(positions, jnp.float32)[None]
@@ -85,7 +100,8 @@ def _maps(graphdef, state, kwargs, which):
         if kind == "cross":
             k += 1
             if k in which:
-                out[k] = logits_of(model.cross[i], z, x)
+                out[k] = logits_of(model.cross[i], z, x) if model.standard_cross else \
+                    variant_logits(model.cross[i], z, x)
             z = model.cross[i](z, x)
         else:
             z = model.self_attends[i](z)

@@ -31,7 +31,7 @@ from suite.errors import ConfigError, SpecError
 from suite.tasks import chosen_location
 
 SECTIONS = ("fixed", "grid", "zip")
-TOP_KEYS = {"name", "description", "preset", "seeds", "report", *SECTIONS}
+TOP_KEYS = {"name", "description", "preset", "seeds", "report", "plugins", *SECTIONS}
 REPORT_KEYS = {"rows", "cols", "metric", "x", "hue", "title"}
 MAX_RUNS = 256  # a larger grid needs --force
 
@@ -47,6 +47,7 @@ class Spec:
     grid: dict[str, list[Any]]
     zip: dict[str, list[Any]]
     report: dict[str, Any]
+    plugins: tuple[str, ...] = ()  # user code loaded first, as resolved (absolute paths)
 
     @property
     def varied_keys(self) -> list[str]:
@@ -91,6 +92,7 @@ def load(path: str | Path, *, max_runs: int | None = MAX_RUNS) -> Spec:
         raise SpecError(f"{where}: unknown top-level key {sorted(unknown)[0]!r}; allowed: "
                         f"{', '.join(sorted(TOP_KEYS))}")
     name, preset, seeds = _header(raw, path)
+    plugins = _plugins(raw, path)  # before the keys: a variant's knobs are keys too
     sections = _sections(raw, where)
     report = raw.get("report", {})
     if not isinstance(report, dict) or set(report) - REPORT_KEYS:
@@ -98,7 +100,7 @@ def load(path: str | Path, *, max_runs: int | None = MAX_RUNS) -> Spec:
         raise SpecError(f"{where}: [report] unknown key {bad!r}; allowed: "
                         f"{', '.join(sorted(REPORT_KEYS))}")
     spec = Spec(path, name, str(raw.get("description", "")), preset, tuple(seeds),
-                sections["fixed"], sections["grid"], sections["zip"], report)
+                sections["fixed"], sections["grid"], sections["zip"], report, plugins)
     n = count(spec)
     if max_runs is not None and n > max_runs:
         raise SpecError(f"{where}: the grid has {n} runs, over the limit of {max_runs}; "
@@ -125,6 +127,23 @@ def _header(raw: dict[str, Any], path: Path) -> tuple[str, str, list[int]]:
         raise SpecError(f"{where}: seeds={seeds!r} must be a non-empty list of distinct "
                         "integers >= 0")
     return name, preset, seeds
+
+
+def _plugins(raw: dict[str, Any], path: Path) -> tuple[str, ...]:
+    """``plugins = ["my_variants.py", "pkg.module"]``: files relative to the spec, loaded."""
+    from suite import extend, plugins
+    from suite.errors import SuiteError
+
+    listed = raw.get("plugins", [])
+    if not isinstance(listed, list) or not all(isinstance(p, str) and p for p in listed):
+        raise SpecError(f"{path}: plugins={listed!r} must be a list of .py files (relative to "
+                        "the spec) or module names")
+    try:
+        resolved = tuple(plugins.resolve(p, path.parent) for p in listed)
+        extend.load_plugins(resolved)
+    except SuiteError as e:
+        raise SpecError(f"{path}: {e}") from None
+    return resolved
 
 
 def _sections(raw: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:

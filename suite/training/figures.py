@@ -14,7 +14,7 @@ import jax
 
 from suite import provenance
 from suite.config import Config
-from suite.models.flops import analytic_flops, train_flops
+from suite.models.flops import analytic_flops, flops_source, train_flops
 from suite.training import devices
 
 
@@ -27,7 +27,8 @@ def run_figures(config: Config, step_flops_xla: float, step_seconds: float | Non
     ``preflight.Plan``; ``place``: its ``sharding.Placement``.
     """
     batch = config.train.batch_size
-    analytic = train_flops(config, batch)
+    source = flops_source(config)  # None: analytic; else XLA's count of this step stands in
+    analytic = train_flops(config, batch) if source is None else step_flops_xla
     achieved = analytic / step_seconds if step_seconds else None
     precision = config.model.precision  # the matmuls' compute dtype
     mesh = place.mesh
@@ -38,7 +39,9 @@ def run_figures(config: Config, step_flops_xla: float, step_seconds: float | Non
         "flops_per_step_xla": step_flops_xla,  # XLA's count (low on GPUs: custom calls)
         "flops_per_example_analytic": analytic / batch,
         "flops_per_example_xla": step_flops_xla / batch,
-        "flops_forward_analytic": analytic_flops(config)["total"],
+        "flops_forward_analytic": analytic_flops(config)["total"] if source is None
+        else analytic / (3.0 * batch),
+        "flops_count": "analytic" if source is None else f"XLA's count: {source}",
         "achieved_flops_per_s": achieved,
         "achieved_flops_per_s_xla": step_flops_xla / step_seconds if step_seconds else None,
         "peak_flops_per_s": peak,  # of every device the run computes on

@@ -101,6 +101,21 @@ def read_extensions(workdir: Path) -> list[dict[str, Any]]:
     return read_json(path) if path.exists() else []
 
 
+def plugin_changes(workdir: Path, log: Any = None) -> list[str]:
+    """One line per plugin ``config.json`` records whose file has changed since the run
+    started (``suite.plugins``), each also given to ``log``."""
+    from suite import plugins
+
+    try:
+        recorded = read_json(workdir / CONFIG).get("plugins") or []
+    except (OSError, ValueError, AttributeError):
+        return []
+    lines = plugins.changed(recorded)
+    for line in lines if log else ():
+        log(line)
+    return lines
+
+
 def write_config(workdir: Path, config: Config) -> None:
     if not (workdir / CONFIG).exists():
         write_json_atomic(workdir / CONFIG, cfg_lib.to_dict(config))

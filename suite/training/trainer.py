@@ -41,6 +41,7 @@ from suite.training.run_folder import (
     CHECKPOINTS,
     MetricsLog,
     check_config,
+    plugin_changes,
     prepare_retry,
     read_extensions,
     read_summary,
@@ -161,6 +162,7 @@ class Trainer:
         if self.place.primary:
             self.metrics.truncate_to(self.step)
         self.log(f"{self.name}: resuming from step {self.step}")
+        plugin_changes(self.workdir, lambda line: self.log(f"{self.name}: {line}"))
 
     def _start_metrics_afresh(self) -> None:
         """No checkpoint to resume: old metric lines are kept aside if checkpoints were."""
@@ -315,6 +317,7 @@ class Trainer:
                           self.plan, self.place),
             "wall_seconds": self.prior_wall + time.perf_counter() - self.wall_start,
             "data_skipped": self.skips.summary(),
+            **({"plugins_changed": c} if (c := plugin_changes(self.workdir)) else {}),
             **({"init_from": self.init_from} if self.init_from else {}),
             **({"extended": ext} if (ext := read_extensions(self.workdir)) else {}),
         }
