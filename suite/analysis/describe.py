@@ -98,16 +98,37 @@ def _fmt_params(n: int) -> str:
     return f"{n:,} ({n / 1e6:.2f}M)" if n >= 1e5 else f"{n:,}"
 
 
+# The baselines' own model keys, and the kinds that read each (the Perceiver reads none).
+BASELINE_KEYS = {"num_layers": {"transformer", "vit"}, "hidden_dim": {"transformer", "vit",
+                 "convnet"}, "patch_size": {"vit"}}
+BUILT_IN_KINDS = {"perceiver", "transformer", "vit", "convnet"}
+
+
+def unused_model_keys(kind: str) -> list[str]:
+    """Model keys a built-in ``model.kind`` never reads (a registered model of another
+    kind may read any, so none is hidden for it)."""
+    if kind not in BUILT_IN_KINDS:
+        return []
+    return [key for key, kinds in BASELINE_KEYS.items() if kind not in kinds]
+
+
 def render(info: dict[str, Any]) -> str:
-    """The human-readable report: config by section, then the cost figures."""
+    """The human-readable report: config by section (without the keys the model's kind
+    never reads, named in one line), then the cost figures."""
     lines = []
     conf = info["config"]
+    unused = unused_model_keys(conf["model"]["kind"])
     lines.append(f"seed = {conf['seed']}")
     for section in cfg_lib.SECTIONS:
         lines.append(f"[{section}]")
         for key, value in conf[section].items():
+            if section == "model" and key in unused:
+                continue
             lines.append(f"  {key:<26} = {value!r}" if isinstance(value, str) else
                          f"  {key:<26} = {value}")
+        if section == "model" and unused:
+            lines.append(f"  (not read by model.kind={conf['model']['kind']!r}: "
+                         f"{', '.join(unused)})")
     lines.append("")
     lines.append(f"input array M x C          = {info['input_items']:,} x {info['input_channels']}")
     lines.append(f"parameters (unique)        = {_fmt_params(info['params'])}")

@@ -244,10 +244,15 @@ def sweep(models: list[str], sides: list[int], *, batch: int = 2, do_measure: bo
             variants += [(f"perceiver N={n}", model, {"model.num_latents": n}) for n in latents]
         else:
             variants.append((model, model, {}))
-    rows = []
+    rows, total = [], len(variants) * len(sides)
+    log(f"{total} points ({len(variants)} models x {len(sides)} sizes): each compiled on "
+        "abstract shapes" + (", then run in a fresh process where it fits" if do_measure
+                             else "") + "; a line as each starts and ends")
     for label, model, extra in variants:
         skip_rest = None
         for side in sides:
+            log(f"[{len(rows) + 1}/{total}] {label} M={side ** 2 if two_d else side:,}: "
+                + ("compiling, then measuring ..." if do_measure else "compiling ..."))
             config = scaling_config(model, side, {**(overrides or {}), **extra}, two_d)
             row = point(config, label, batch, measure_it=do_measure, skip=skip_rest,
                         limit=limit, budget_s=budget_s, steps=steps)

@@ -33,7 +33,7 @@ from suite.cli.common import (
 )
 from suite.errors import SuiteError
 
-ORDER = ["describe", "data", "devices", "presets", "train", "run", "report", "compare",
+ORDER = ["describe", "data", "devices", "presets", "train", "run", "sweep", "report", "compare",
          "import_official", "evaluate", "predict", "attention", "bench", "scaling"]
 
 def build_parser() -> argparse.ArgumentParser:

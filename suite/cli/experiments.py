@@ -1,8 +1,9 @@
-"""Commands that train: train, run."""
+"""Commands that train: train, run, sweep."""
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -97,11 +98,21 @@ def _run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run", help="run an ablation grid from a TOML spec (skips finished runs, resumes)",
         description="Expand a spec (grid x zip x seeds), validate every run, then train the "
-        "runs not yet completed. Rerun the same command to continue an interrupted grid. "
-        "Exit status: 0 all completed, 1 some failed or interrupted, 2 some could not start, "
-        "128+signal when stopped.")
+        "runs not yet completed, write the report (OUT/report/) and print its table. Rerun "
+        "the same command to continue an interrupted grid. Exit status: 0 all completed, 1 "
+        "some failed or interrupted, 2 some could not start, 128+signal when stopped.")
     p.add_argument("spec", help="a TOML spec, e.g. ablations/demo.toml")
     p.add_argument("--out", help="output folder (default: results/<spec name>)")
+    grid_options(p)
+    p.add_argument("--force", action="store_true", help="allow grids over the size limit")
+    overrides_arg(p, "overrides applied to every run, e.g. train.steps=50 (they make another "
+                  "experiment, in results/<name>+<key>=<value> unless --out; seeds come from "
+                  "the spec's seeds list, so seed=N is refused)")
+    p.set_defaults(func=run_run)
+
+
+def grid_options(p: argparse.ArgumentParser) -> None:
+    """The options of training a grid, shared by ``run`` and ``sweep``."""
     p.add_argument("--dry-run", action="store_true",
                    help="list the runs with params, train FLOPs, predicted memory (compiled "
                    "on abstract shapes) and whether they fit here, and the grid's totals; "
@@ -134,11 +145,9 @@ def _run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop-timeout", type=float, default=120.0, metavar="S",
                    help="on Ctrl-C/SIGTERM, seconds to let runs checkpoint before killing them "
                    "(default: %(default)s; a second Ctrl-C kills at once)")
-    p.add_argument("--force", action="store_true", help="allow grids over the size limit")
-    overrides_arg(p, "overrides applied to every run, e.g. train.steps=50 (they make another "
-                  "experiment, in results/<name>+<key>=<value> unless --out; seeds come from "
-                  "the spec's seeds list, so seed=N is refused)")
-    p.set_defaults(func=run_run)
+    p.add_argument("--no-report", action="store_true",
+                   help="skip writing the report (OUT/report/) and printing its table at the "
+                   "end; `perceiver-suite report OUT` writes it later")
 
 
 def _reason(e: BaseException) -> tuple[str, int]:
@@ -168,22 +177,52 @@ def run_run(args: argparse.Namespace) -> int:
     spec = spec_lib.load(args.spec, max_runs=None if args.force else spec_lib.MAX_RUNS)
     overrides = cfg_lib.parse_overrides(args.overrides)
     runs = spec_lib.expand(spec, overrides)
-    if args.shard == "auto":
-        from suite.sweeps.launchers import shard_from_environment
-
-        shard = shard_from_environment()
-    else:
-        shard = spec_lib.parse_shard(args.shard)
+    shard = parse_shard(args.shard)
     out = Path(args.out) if args.out else record.default_out(spec, overrides)
     if args.dry_run:
-        from suite.sweeps.dry_run import dry_run_table
-
-        print(dry_run_table(spec, spec_lib.shard(runs, *shard) if shard else runs, out,
-                            measure=args.measure,
-                            log=lambda msg: print(msg, file=sys.stderr, flush=True)))
-        return 0
+        return dry_run(args, spec, spec_lib.shard(runs, *shard) if shard else runs, out)
     if args.workers is not None and args.workers < 1:
         raise SpecError(f"--workers={args.workers} must be >= 1")
+    claim(args, out, spec, runs, overrides)
+    if shard:
+        runs = spec_lib.shard(runs, *shard)
+    outcome = train_grid(args, runs, out, spec.name)
+    print(f"{outcome.summary()}; results in {out / 'results.csv'}")
+    for run_id, reason in outcome.errors.items():
+        print(f"perceiver-suite: error: {run_id}: {reason}", file=sys.stderr)
+    if args.no_report or shard or args.no_wait or outcome.stopped_by:
+        if shard:
+            print(f"report once every shard has finished: perceiver-suite report {out}")
+        return outcome.exit_code
+    from suite.cli.reports import report_after
+
+    report_after(out)
+    return outcome.exit_code
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``--shard``: I/N, or 'auto' from the SLURM array's environment."""
+    from suite.sweeps import spec as spec_lib
+
+    if text == "auto":
+        from suite.sweeps.launchers import shard_from_environment
+
+        return shard_from_environment()
+    return spec_lib.parse_shard(text)
+
+
+def dry_run(args: argparse.Namespace, spec, runs, out: Path) -> int:
+    from suite.sweeps.dry_run import dry_run_table
+
+    print(dry_run_table(spec, runs, out, measure=args.measure,
+                        log=lambda msg: print(msg, file=sys.stderr, flush=True)))
+    return 0
+
+
+def claim(args: argparse.Namespace, out: Path, spec, runs, overrides: dict[str, str]) -> None:
+    """Record the experiment in ``out`` before anything trains; say where it is apart."""
+    from suite.sweeps import record
+
     command = " ".join(["perceiver-suite", *(sys.argv[1:] if argv_is_ours() else
                                              ["run", str(args.spec), *args.overrides])])
     held = record.claim(out, spec, runs, overrides, command)  # every shard's runs
@@ -195,26 +234,78 @@ def run_run(args: argparse.Namespace) -> int:
               "listed apart in its report", file=sys.stderr)
     elif overrides and not args.out:
         print(f"overrides make another experiment: results in {out}", file=sys.stderr)
-    if shard:
-        runs = spec_lib.shard(runs, *shard)
+
+
+def train_grid(args: argparse.Namespace, runs, out: Path, name: str):
+    """Train the runs here or through a launcher; the grid's outcome."""
     if args.launcher == "local":
         from suite.sweeps.runner import run_grid
 
-        outcome = run_grid(runs, out, spec_name=spec.name, workers=args.workers,
-                           retry_failed=args.retry_failed, stop_timeout=args.stop_timeout)
-    else:
-        from suite.sweeps.launchers import submit
+        return run_grid(runs, out, spec_name=name, workers=args.workers,
+                        retry_failed=args.retry_failed, stop_timeout=args.stop_timeout)
+    from suite.sweeps.launchers import submit
 
-        outcome = submit(runs, out, spec_name=spec.name, kind=args.launcher,
-                         retry_failed=args.retry_failed, wait=not args.no_wait,
-                         options={"partition": args.partition, "time_min": args.time_min,
-                                  "gpus": args.gpus_per_run,
-                                  "parallelism": args.array_parallelism},
-                         log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    print(f"{outcome.summary()}; results in {out / 'results.csv'}")
-    for run_id, reason in outcome.errors.items():
-        print(f"perceiver-suite: error: {run_id}: {reason}", file=sys.stderr)
-    return outcome.exit_code
+    return submit(runs, out, spec_name=name, kind=args.launcher,
+                  retry_failed=args.retry_failed, wait=not args.no_wait,
+                  options={"partition": args.partition, "time_min": args.time_min,
+                           "gpus": args.gpus_per_run, "parallelism": args.array_parallelism},
+                  log=lambda msg: print(msg, file=sys.stderr, flush=True))
+
+
+# ------------------------------------------------------------------------------ sweep
+
+
+@command
+def _sweep(sub: argparse._SubParsersAction) -> None:
+    from suite.config import DEFAULT_PRESET, PRESETS
+
+    p = sub.add_parser(
+        "sweep", help="a grid typed on the command line: writes OUT/spec.toml, then runs it",
+        description="Write the spec a quick sweep stands for into OUT/spec.toml (KEY=VALUE to "
+        "[fixed], KEY=V1,V2,... to [grid], --zip lists to [zip], values typed as train's "
+        "overrides type them), then run it exactly as `run OUT/spec.toml --out OUT` does: "
+        "finished runs skipped, partial ones resumed, the report written and its table "
+        "printed. A value that holds commas itself (data.index_dims=8,8) takes ';' between "
+        "values: 'data.index_dims=8,8;16,16'. An OUT/spec.toml of another sweep is refused "
+        "(naming the first key that differs) unless --force. Exit status as for run.")
+    p.add_argument("--preset", default=DEFAULT_PRESET, metavar="NAME",
+                   help=f"the spec's preset (default: %(default)s); one of: {', '.join(PRESETS)}")
+    p.add_argument("--seeds", metavar="S,S,...", help="the seeds axis (default: 0)")
+    p.add_argument("--zip", nargs="+", action="extend", default=[], metavar="KEY=A,B",
+                   help="keys varied together, equal-length lists (give it after the other "
+                   "KEY=VALUE arguments, or once per key)")
+    p.add_argument("--name", help="the spec's name (default: OUT's folder name)")
+    p.add_argument("--out", required=True, help="the results folder; OUT/spec.toml is the spec")
+    grid_options(p)
+    p.add_argument("--force", action="store_true",
+                   help="replace an OUT/spec.toml of another sweep; allow grids over the size "
+                   "limit")
+    overrides_arg(p, "KEY=VALUE for every run, KEY=V1,V2,... for a grid axis, e.g. "
+                  "model.num_latents=8,16 train.steps=30")
+    p.set_defaults(func=run_sweep)
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from suite.sweeps import spec as spec_lib
+    from suite.sweeps import sweep as sweep_lib
+
+    out = Path(args.out)
+    table = sweep_lib.table(args.preset, args.overrides, args.zip,
+                            sweep_lib.parse_seeds(args.seeds),
+                            args.name or sweep_lib.default_name(out),
+                            plugins=getattr(args, "plugin", None) or ())
+    said = shlex.join(["perceiver-suite", *(sys.argv[1:] if argv_is_ours() else ["sweep"])])
+    text = sweep_lib.to_toml(table, command=said)
+    spec, runs = sweep_lib.check(text, max_runs=None if args.force else spec_lib.MAX_RUNS,
+                                 at=out / sweep_lib.SPEC_FILE)  # a mistake writes nothing
+    if args.dry_run:  # writes nothing, the spec included
+        print(f"{spec.path} (not written):\n{text}")
+        shard = parse_shard(args.shard)
+        return dry_run(args, spec, spec_lib.shard(runs, *shard) if shard else runs, out)
+    path = sweep_lib.write(out, text, force=args.force)
+    print(f"spec: {path} (the same grid: perceiver-suite run {path} --out {out})",
+          file=sys.stderr)
+    return run_run(argparse.Namespace(**{**vars(args), "spec": str(path), "overrides": []}))
 
 
 def _overrides_text(overrides: dict[str, str]) -> str:
@@ -223,4 +314,5 @@ def _overrides_text(overrides: dict[str, str]) -> str:
 
 def argv_is_ours() -> bool:
     """Is ``sys.argv`` this command line (not, say, pytest's)?"""
-    return len(sys.argv) > 1 and sys.argv[1] in {"run", "report", "compare", "scaling", "bench"}
+    return len(sys.argv) > 1 and sys.argv[1] in {"run", "sweep", "report", "compare", "scaling",
+                                                "bench"}

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from suite.cli.common import command, config_args, config_from, overrides_arg
+from suite.errors import SuiteError
 
 # --------------------------------------------------------------------------- describe
 
@@ -57,7 +58,8 @@ def _data(sub: argparse._SubParsersAction) -> None:
                    help="decode every file of both splits with the loader's workers "
                    "(data.num_workers) and list the unreadable ones; exit 1 if there are any "
                    "(a run skips them, data.bad_examples=skip, and says so)")
-    overrides_arg(p, "data.* overrides, e.g. data.index_dims=64,64")
+    overrides_arg(p, "data.* overrides (and seed, which draws data.train_limit's subset), "
+                  "e.g. data.index_dims=64,64")
     p.set_defaults(func=run_data)
 
 
@@ -65,7 +67,13 @@ def run_data(args: argparse.Namespace) -> int:
     from suite import config as cfg_lib
     from suite.data.inspect import load_task, render, show, summary
 
-    ds = load_task(args.task, args.data_dir, cfg_lib.parse_overrides(args.overrides))
+    overrides = cfg_lib.parse_overrides(args.overrides)
+    for key, value in overrides.items():  # the model and the optimiser play no part here
+        if not (key.startswith("data.") or key == "seed"):
+            raise SuiteError(f"data {args.task}: {key}={value} is not a data.* key; `data` "
+                             "loads the task only (model.* and train.* keys go to train, "
+                             "run or describe)")
+    ds = load_task(args.task, args.data_dir, overrides)
     if args.verify:
         from suite.data.inspect import render_verify, verify
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from suite.cli.common import command, overrides_arg
@@ -17,7 +18,7 @@ def _report(sub: argparse._SubParsersAction) -> None:
         "report", help="tables (Markdown, LaTeX, CSV), plots and index.html from a results folder",
         description="Aggregate the experiment a results folder records (the spec's runs, "
         "missing ones listed; other run folders there listed apart, never averaged in) as "
-        "mean ± std over seeds with 95%% t intervals and a test of each cell against the "
+        "mean ± std over seeds with 95% t intervals and a test of each cell against the "
         "best, and write OUT/report/: table.md, table.tex, table.csv, seaborn plots (PNG, "
         "SVG and the CSV each is drawn from) and a self-contained index.html. A folder "
         "without run folders (committed results) is read from its results.csv: the same "
@@ -75,11 +76,48 @@ def run_report(args: argparse.Namespace) -> int:
         raise SuiteError(f"{out}: no such results folder")
     written = write_report(out, metric=args.metric, rows=args.rows, cols=args.cols,
                            reference=parse_reference(args.reference), attention=args.attention)
-    print(f"wrote {len(written)} files to {out / 'report'}: "
-          + ", ".join(sorted(p.name for p in written.values())))
+    print(table_excerpt(written["table.md"]))
+    print(f"wrote {len(written)} files to {out / 'report'} (open "
+          f"{out / 'report' / 'index.html'})")
     if any((out / "runs").glob("*/events.out.tfevents.*")):
         print(f"training curves: tensorboard --logdir {out / 'runs'}")
     return 0
+
+
+MAX_ROWS = 20  # a larger table shows its top rows in the terminal, the rest in table.md
+
+
+def table_excerpt(table_md: Path, max_rows: int = MAX_ROWS) -> str:
+    """The report's main table (the first Markdown table of ``table.md``) for the
+    terminal: at most ``max_rows`` rows, then how many more and where they are."""
+    lines = table_md.read_text().splitlines()
+    first = next((i for i, line in enumerate(lines) if line.startswith("|")), None)
+    if first is None:
+        return f"(no table: see {table_md})"
+    block = []
+    for line in lines[first:]:
+        if not line.startswith("|"):
+            break
+        block.append(line)
+    header, rows = block[:2], block[2:]
+    if len(rows) <= max_rows:
+        return "\n".join(block)
+    shown = max_rows - 5  # room for the line that says where the rest is
+    return "\n".join([*header, *rows[:shown], f"... {len(rows) - shown} more in {table_md}"])
+
+
+def report_after(out: Path) -> None:
+    """After a grid: write its report and print the table and where the report is. A
+    report that cannot be written is a note; the grid's exit status stays the grid's."""
+    from suite.analysis.report import write_report
+
+    try:
+        written = write_report(out)
+    except SuiteError as e:
+        print(f"perceiver-suite: no report: {e}", file=sys.stderr)
+        return
+    print(table_excerpt(written["table.md"]))
+    print(f"report: {out / 'report' / 'index.html'} (tables in {written['table.md']})")
 
 
 # ---------------------------------------------------------------------------- compare

@@ -158,12 +158,17 @@ def preset(name: str) -> Config:
 
 
 def table() -> str:
-    """One line per preset: task, latents, blocks, cross-attends, sharing."""
-    lines = []
+    """One row per preset: task, latents, blocks, cross-attends, sharing, in aligned
+    columns (tabulate measures them, so a long name never shifts the next row)."""
+    from tabulate import tabulate
+
+    rows = []
     for name in PRESETS:
         c = preset(name)
         m, d = c.model, c.data
-        lines.append(f"{name:<14} task={d.task:<13} latents={m.num_latents}x{m.latent_dim:<5} "
-                     f"blocks={m.num_blocks}x{m.self_attends_per_block} "
-                     f"cross={m.num_cross_attends} sharing={str(m.weight_sharing).lower()}")
-    return "\n".join(lines)
+        rows.append([name, d.task, m.kind, f"{m.num_latents} x {m.latent_dim}",
+                     f"{m.num_blocks} x {m.self_attends_per_block}", m.num_cross_attends,
+                     str(m.weight_sharing).lower()])
+    return tabulate(rows, headers=["preset", "task", "model", "latents N x D",
+                                   "blocks x layers", "cross-attends", "sharing"],
+                    tablefmt="simple", disable_numparse=True)

@@ -296,9 +296,12 @@ def _collect(grid: _Grid, outcome: GridOutcome, total: int, bar, say) -> None:
             durations.append(seconds)
         left = pending
         eta = (sum(durations) / len(durations)) * left / len(grid.places) if durations else 0
-        if bar:
-            bar.update(1)
-            bar.set_postfix(failed=len(outcome.failed), refresh=True)
+        if bar:  # counts settled runs: a stopped run is not done, and Ctrl-C shows so
+            if status not in ("stopped", "resource"):
+                bar.update(1)
+            bar.set_postfix(failed=len(outcome.failed), **(
+                {"interrupted": len(outcome.interrupted)} if outcome.interrupted else {}),
+                refresh=True)
         else:
             say(f"[{total - left}/{total}] {run.id}: {note}" + (
                 f"; eta {fmt.duration(eta)}" if durations and left else ""))

@@ -27,6 +27,7 @@ from typing import Any
 
 from suite import config as cfg_lib
 from suite.config import Config
+from suite.config.overrides import did_you_mean
 from suite.errors import ConfigError, SpecError
 from suite.tasks import chosen_location
 
@@ -89,16 +90,21 @@ def load(path: str | Path, *, max_runs: int | None = MAX_RUNS) -> Spec:
         raise SpecError(f"{where}: cannot read ({e})") from None
     unknown = set(raw) - TOP_KEYS
     if unknown:
-        raise SpecError(f"{where}: unknown top-level key {sorted(unknown)[0]!r}; allowed: "
-                        f"{', '.join(sorted(TOP_KEYS))}")
+        key = sorted(unknown)[0]
+        hint = did_you_mean(key, TOP_KEYS) or (
+            "; config keys go in [fixed], [grid] or [zip]"
+            if key in cfg_lib.SECTIONS or key in cfg_lib.known_keys() else "")
+        raise SpecError(f"{where}: unknown top-level key {key!r}{hint} (allowed: "
+                        f"{', '.join(sorted(TOP_KEYS))})")
     name, preset, seeds = _header(raw, path)
     plugins = _plugins(raw, path)  # before the keys: a variant's knobs are keys too
     sections = _sections(raw, where)
     report = raw.get("report", {})
     if not isinstance(report, dict) or set(report) - REPORT_KEYS:
-        bad = sorted(set(report) - REPORT_KEYS) if isinstance(report, dict) else report
-        raise SpecError(f"{where}: [report] unknown key {bad!r}; allowed: "
-                        f"{', '.join(sorted(REPORT_KEYS))}")
+        bad = sorted(set(report) - REPORT_KEYS)[0] if isinstance(report, dict) else report
+        hint = did_you_mean(bad, REPORT_KEYS) if isinstance(report, dict) else ""
+        raise SpecError(f"{where}: [report] unknown key {bad!r}{hint} (allowed: "
+                        f"{', '.join(sorted(REPORT_KEYS))})")
     spec = Spec(path, name, str(raw.get("description", "")), preset, tuple(seeds),
                 sections["fixed"], sections["grid"], sections["zip"], report, plugins)
     n = count(spec)
