@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from suite import extend
@@ -30,10 +30,14 @@ from suite.errors import ConfigError
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` naming the closest of ``known`` to ``name``, or ``""``."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def unknown_key_error(key: str) -> ConfigError:
-    close = difflib.get_close_matches(key, known_keys(), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return ConfigError(f"unknown config key {key!r}{hint}")
+    return ConfigError(f"unknown config key {key!r}{did_you_mean(key, known_keys())}")
 
 
 def coerce(key: str, value: Any, tp: Any) -> Any:
