@@ -183,14 +183,32 @@ def compile_cache_dir() -> Path | None:
     return base / "perceiver-suite" / "xla"
 
 
+def compile_cache_plan() -> tuple[Path | None, str]:
+    """The persistent compilation cache a run in this process would use, and why, without
+    turning it on: the one decision :func:`enable_compile_cache` acts on and ``devices``
+    reports, so the report cannot disagree with training."""
+    if not jax.config.jax_enable_compilation_cache:
+        return None, "off (jax_enable_compilation_cache is false)"
+    if jax.config.jax_compilation_cache_dir:
+        return (Path(jax.config.jax_compilation_cache_dir),
+                "set by JAX (JAX_COMPILATION_CACHE_DIR or jax.config)")
+    setting = os.environ.get(CACHE_ENV, "").strip()
+    folder = compile_cache_dir()
+    if folder is None:
+        return None, f"off (${CACHE_ENV}={setting})"
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        return None, f"off ({folder} cannot be created or written)"
+    where = f"${CACHE_ENV}" if setting else f"default; ${CACHE_ENV} sets it, 'off' disables it"
+    return folder, f"{where}; steps that compile in 0.5s or more"
+
+
 def enable_compile_cache() -> Path | None:
     """Turn on JAX's persistent compilation cache: a grid's second seed (same shapes, same
     program) loads its steps instead of compiling them. Leaves a cache the user set alone."""
-    if jax.config.jax_compilation_cache_dir:
-        return Path(jax.config.jax_compilation_cache_dir)
-    folder = compile_cache_dir()
-    if folder is None:
-        return None
+    folder, _ = compile_cache_plan()
+    if folder is None or jax.config.jax_compilation_cache_dir:
+        return folder
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:

@@ -82,13 +82,15 @@ def doctor() -> dict[str, Any]:
         local.append({"id": d.id, "kind": d.device_kind, "platform": d.platform,
                       "memory_bytes": stats.get("bytes_limit")})
     peak, source = dev.peak_flops("float32", fresh=True)
+    cache, cache_source = dev.compile_cache_plan()  # what training will use, not what is on now
     return {
         "backend": backend,
         "machine": dev.machine_description(),
         "devices": local,
         "process_count": jax.process_count(),
         "versions": _versions(),
-        "compilation_cache": jax.config.jax_compilation_cache_dir or None,
+        "compilation_cache": str(cache) if cache else None,
+        "compilation_cache_source": cache_source,
         "peak_flops_per_s": peak, "peak_flops_source": source,
         "smoke_test": smoke_test(),
     }
@@ -100,7 +102,8 @@ def render(info: dict[str, Any]) -> str:
         mem = f"{d['memory_bytes'] / 2**30:.1f} GiB" if d["memory_bytes"] else "host memory"
         lines.append(f"device {d['id']:<6} {d['kind']} ({d['platform']}), {mem}")
     lines.append("versions      " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
-    lines.append(f"compile cache {info['compilation_cache'] or 'off'}")
+    cache, why = info["compilation_cache"], info["compilation_cache_source"]
+    lines.append(f"compile cache {f'{cache} ({why})' if cache else why}")
     lines.append(f"peak          {info['peak_flops_per_s'] / 1e12:.3f} TFLOP/s float32 "
                  f"({info['peak_flops_source']})")
     s = info["smoke_test"]
