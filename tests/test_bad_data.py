@@ -62,7 +62,7 @@ def test_a_run_skips_a_truncated_train_and_val_jpeg_names_both_and_resumes_ident
         broken, tmp_path):
     root, bad = broken
     lines = []
-    config = image_config(root, **{"data.max_bad_fraction": 0.05})  # 1 of 30 val files is 3%
+    config = image_config(root)  # 1 of 30 val files is 3%: one file, under data.max_bad_files
     summary = train_and_evaluate(config, tmp_path / "a", progress=False, log=lines.append)
     assert summary["status"] == "completed"
     skipped = summary["data_skipped"]
@@ -102,12 +102,22 @@ def test_under_the_fail_policy_an_unreadable_file_fails_the_run_naming_it(broken
         train_and_evaluate(image_config(root, **{"data.bad_examples": "fail"}), tmp_path, **QUIET)
 
 
-def test_a_run_stops_once_the_unreadable_share_passes_the_limit(broken, tmp_path):
+def test_a_run_stops_once_the_unreadable_files_pass_the_share_and_the_count(broken, tmp_path):
     root, _ = broken
-    summary = train_and_evaluate(image_config(root), tmp_path, **QUIET)  # 1 of 30 val files
+    summary = train_and_evaluate(image_config(root, **{"data.max_bad_files": 0}), tmp_path,
+                                 **QUIET)  # 1 of 30 val files: 3%, and over 0 files
     assert summary["status"] == "failed" and summary["failure"] == "bad_data"
-    assert "over data.max_bad_fraction=0.01" in summary["reason"]
+    assert "over data.max_bad_fraction=0.01 and data.max_bad_files=0" in summary["reason"]
     assert "perceiver-suite data image_folder --verify" in summary["reason"]
+
+
+def test_one_bad_image_among_30_eval_images_completes_and_is_named(broken, tmp_path):
+    root, bad = broken
+    lines = []
+    summary = train_and_evaluate(image_config(root), tmp_path, progress=False, log=lines.append)
+    assert summary["status"] == "completed"  # 3% of val, over 1%, but one file of 5 allowed
+    assert sorted(summary["data_skipped"]["paths"]) == sorted(bad)
+    assert all(sum(p in line for line in lines) == 1 for p in bad)
 
 
 @pytest.mark.slow

@@ -136,6 +136,8 @@ class DataConfig:
     permutation_seed: int = 0
     bad_examples: BadExamples = "skip"  # an unreadable file: replaced and counted, or fatal
     max_bad_fraction: float = 0.01  # stop a run once more of a split's files are unreadable
+    max_bad_files: int = 5  # ... and more than this many: one bad file in a small folder
+    # is named and skipped; a wholly broken folder still stops by its 6th file
     num_workers: int = 0  # grain worker processes; 0 loads in the main process
     prefetch: int = 2  # batches buffered per worker
 

@@ -246,6 +246,9 @@ def _validate_data(d: DataConfig) -> None:
              "positions (point clouds), which it cannot blend")
     _require(0.0 <= d.max_bad_fraction < 1.0,
              f"data.max_bad_fraction={d.max_bad_fraction} must be in [0, 1)")
+    _require(isinstance(d.max_bad_files, int) and not isinstance(d.max_bad_files, bool)
+             and d.max_bad_files >= 0,
+             f"data.max_bad_files={d.max_bad_files!r} must be a whole number >= 0")
     _positive("data.prefetch", d.prefetch)
     _positive("data.randaugment_layers", d.randaugment_layers, allow_zero=True)
     _require(0 <= d.randaugment_magnitude <= 10,

@@ -1,6 +1,8 @@
 """Unreadable files met by a run (``data.bad_examples="skip"``): each named once, in the
 log, when first met; counted; kept in the checkpoint so a resumed run counts on; and a
-stop once a split's share of them passes ``data.max_bad_fraction``.
+stop once a split has more of them than both ``data.max_bad_fraction`` of its files and
+``data.max_bad_files``: the share catches a broken data set, the count spares a small
+folder with one bad file (1 of 30 is 3%, over a 1% share).
 
 Training replaces an unreadable example by the split's next readable one (the loader
 does, deterministically); evaluation leaves it out (weight 0). Files a reader drops
@@ -23,7 +25,8 @@ SHOWN = 20  # paths kept in summary.json
 
 
 class BadData(DataError):
-    """More of a split's files are unreadable than ``data.max_bad_fraction`` allows."""
+    """More of a split's files are unreadable than ``data.max_bad_fraction`` and
+    ``data.max_bad_files`` allow."""
 
 
 class SkipLog:
@@ -63,14 +66,15 @@ class SkipLog:
         self.log(f"skipped an unreadable {name} file, {what}: {reason}")
 
     def check(self, split: Split, name: str) -> None:
-        """Stop (:class:`BadData`) once the split's unreadable share passes the limit."""
+        """Stop (:class:`BadData`) once the split's unreadable files pass both limits."""
         bad = sum(1 for s, _ in self.files.values() if s == name)
         total = self.sizes.setdefault(name, len(split) + len(split.skipped))
-        if total and bad / total > self.cfg.max_bad_fraction:
+        if total and bad / total > self.cfg.max_bad_fraction and bad > self.cfg.max_bad_files:
             first = next(reason for s, reason in self.files.values() if s == name)
             raise BadData(
                 f"{bad} of the {total} {name} files are unreadable ({bad / total:.1%}, over "
-                f"data.max_bad_fraction={self.cfg.max_bad_fraction:g}); the first: {first}; "
+                f"data.max_bad_fraction={self.cfg.max_bad_fraction:g} and "
+                f"data.max_bad_files={self.cfg.max_bad_files}); the first: {first}; "
                 f"list them all with: perceiver-suite data {self.cfg.task} --verify"
                 + (f" data.data_dir={self.cfg.data_dir}" if self.cfg.data_dir else ""))
 
