@@ -22,7 +22,7 @@ import pandas as pd
 
 from suite import config as cfg_lib
 from suite.analysis import experiment as experiment_lib
-from suite.analysis import stats
+from suite.analysis import inputs, stats
 from suite.analysis.origin import provenance_differences
 from suite.analysis.tables import fmt_pm, is_percent, report_spec, seeds_of, with_gap
 from suite.errors import SuiteError
@@ -61,6 +61,7 @@ def cells(out: Path, metric: str | None) -> tuple[dict[str, dict[int, float]], s
     (its frame with the gap) and its varied keys."""
     exp = experiment_lib.load(out)
     frame = with_gap(exp.frame)
+    inputs.check_metric(out, list(frame.columns), metric, inputs.read_spec_copy(out))
     spec = report_spec(out, exp, metric=metric)
     keys = spec.knobs or ["model.kind"]
     frame = frame.assign(**{k: frame[k] if k in frame else "—" for k in keys})

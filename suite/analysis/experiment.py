@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from suite import config as cfg_lib
+from suite.analysis import inputs
 from suite.errors import SuiteError
 from suite.sweeps import record as record_lib
 from suite.sweeps.results import read_results_csv, read_runs
@@ -46,7 +47,8 @@ class Experiment:
 def load(out: Path) -> Experiment:
     """The experiment of ``out`` and the other run folders there."""
     out = Path(out)
-    rows = read_runs(out)
+    raw_spec = inputs.read_spec_copy(out)  # a malformed spec.toml: one line, first
+    rows = read_runs(out, strict=True)
     rows_from = ""
     if not rows and (rows := read_results_csv(out)):
         rows_from = (f"; each run's final row from {out / 'results.csv'} (no run folders "
@@ -60,11 +62,15 @@ def load(out: Path) -> Experiment:
         if not rows:
             raise SuiteError(f"{out}: no run folders under {out / 'runs'} (run a spec first: "
                              f"perceiver-suite run SPEC --out {out})")
+        inputs.check_report_keys(out, raw_spec, [])
+        inputs.check_values(rows, out, from_csv=bool(rows_from))
         frame = tidy(pd.DataFrame(rows))
         return Experiment(frame, _others([], pd.DataFrame()), [], None,
                           "every run folder (no spec recorded)" + rows_from)
     knobs = list(dict.fromkeys(k for v in rec.runs.values() for k in v if k != "seed"))
+    inputs.check_report_keys(out, raw_spec, knobs)
     mine = [r for r in rows if r["run_id"] in rec.runs]
+    inputs.check_values(mine, out, from_csv=bool(rows_from))
     found = {r["run_id"] for r in mine}
     for row in mine:  # knob values as the spec writes them, for every run alike
         row.update(rec.runs[row["run_id"]])

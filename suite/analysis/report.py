@@ -18,6 +18,7 @@ import jinja2
 import pandas as pd
 
 from suite.analysis import experiment as experiment_lib
+from suite.analysis import inputs
 from suite.analysis.tables import (
     BASE_METRICS,
     ReportSpec,
@@ -109,6 +110,7 @@ def write_report(out: Path, *, metric: str | None = None, rows: list[str] | None
     out = Path(out)
     exp = experiment_lib.load(out)
     frame = with_gap(exp.frame)
+    inputs.check_metric(out, list(frame.columns), metric, inputs.read_spec_copy(out))
     spec = report_spec(out, exp, metric=metric, rows=rows, cols=cols, reference=reference)
     metrics = [m for m in (*BASE_METRICS, "gap") if m in frame] + \
         ([spec.metric] if spec.metric not in (*BASE_METRICS, "gap") else [])

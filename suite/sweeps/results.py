@@ -24,14 +24,19 @@ SUMMARY_FIELDS = (
 )
 
 
+TEXT_FIELDS = {"device", "machine", "peak_flops_source", "peak_precision"}
+NUMERIC_FIELDS = tuple(k for k in SUMMARY_FIELDS if k not in TEXT_FIELDS)
+
+
 def run_status(run_dir: Path) -> str:
     """completed | failed | partial (has checkpoints) | pending."""
     summary = run_dir / "summary.json"
     if summary.exists():
         try:
-            return str(read_json(summary).get("status", "failed"))
+            found = read_json(summary)
         except (OSError, ValueError):
             return "failed"
+        return str(found.get("status", "failed")) if isinstance(found, dict) else "failed"
     ckpts = run_dir / "checkpoints"
     if ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir()):
         return "partial"
@@ -47,47 +52,93 @@ def _flat_config(config: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def read_run(run_dir: Path) -> dict[str, Any] | None:
-    """One row: id, status, config columns (dotted), final metrics, cost figures."""
+def _json_kind(value: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number")
+
+
+def read_object(path: Path, *, strict: bool = False) -> dict[str, Any] | None:
+    """A JSON file that should hold an object: the object, or None where the file is not
+    JSON or holds something else; with ``strict``, one line naming the file instead."""
+    try:
+        found = read_json(path)
+    except (OSError, ValueError) as e:
+        if strict:
+            detail = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+            raise SuiteError(f"{path}: not readable JSON ({detail})") from None
+        return None
+    if isinstance(found, dict):
+        return found
+    if strict:
+        shown = repr(found)
+        raise SuiteError(f"{path}: holds {_json_kind(found)} "
+                         f"({shown if len(shown) <= 60 else shown[:57] + '...'}), not an "
+                         "object of keys")
+    return None
+
+
+def _config_of(run_dir: Path, strict: bool) -> dict[str, Any] | None:
+    """The trainer's config.json, else the runner's run.json (a run that never started)."""
+    if (run_dir / "config.json").exists():
+        return read_object(run_dir / "config.json", strict=strict)
+    if not (run_dir / "run.json").exists():
+        return None
+    meta = read_object(run_dir / "run.json", strict=strict)
+    config = meta.get("config") if meta else None
+    if not isinstance(config, dict):
+        if strict:
+            raise SuiteError(f"{run_dir / 'run.json'}: config={config!r} is not an object of "
+                             "config sections")
+        return None
+    return config
+
+
+def _summary_of(path: Path, strict: bool) -> dict[str, Any]:
+    """A summary.json whose metrics are an object: as it is, or (not strict) a failure."""
+    summary = read_object(path, strict=strict)
+    if summary is None:
+        return {"status": "failed", "reason": "unreadable summary.json"}
+    metrics = summary.get("metrics", {})
+    if not isinstance(metrics, dict):
+        if strict:
+            raise SuiteError(f"{path}: metrics={metrics!r} is not an object of metric values")
+        summary = {**summary, "metrics": {}}
+    return summary
+
+
+def read_run(run_dir: Path, *, strict: bool = False) -> dict[str, Any] | None:
+    """One row: id, status, config columns (dotted), final metrics, cost figures.
+
+    A config.json or summary.json that is not JSON, or not an object, drops the run (no
+    config) or marks it failed (no summary); ``strict`` (a report) says which file instead.
+    """
     run_dir = Path(run_dir)
-    try:  # the trainer's config.json, else the runner's run.json (a run that never started)
-        if (run_dir / "config.json").exists():
-            config = read_json(run_dir / "config.json")
-        elif (run_dir / "run.json").exists():
-            config = read_json(run_dir / "run.json")["config"]
-        else:
-            return None
-    except (OSError, ValueError, KeyError):
+    config = _config_of(run_dir, strict)
+    if config is None:
         return None
     row: dict[str, Any] = {"run_id": run_dir.name, "status": run_status(run_dir)}
-    meta = run_dir / "run.json"
-    if meta.exists():
-        try:
-            row["varied"] = json.dumps(read_json(meta).get("varied", {}), sort_keys=True)
-        except (OSError, ValueError):
-            pass
+    meta = read_object(run_dir / "run.json") if (run_dir / "run.json").exists() else None
+    if meta is not None and isinstance(meta.get("varied", {}), dict):
+        row["varied"] = json.dumps(meta.get("varied", {}), sort_keys=True)
     row.update(_flat_config(config))
     summary_path = run_dir / "summary.json"
     if summary_path.exists():
-        try:
-            summary = read_json(summary_path)
-        except (OSError, ValueError):
-            summary = {"status": "failed", "reason": "unreadable summary.json"}
+        summary = _summary_of(summary_path, strict)
         row["reason"] = summary.get("reason", "")
         row["step"] = summary.get("step")
         row.update(summary.get("metrics", {}))
         row.update({k: summary.get(k) for k in SUMMARY_FIELDS})
-        if summary.get("provenance"):
+        if isinstance(summary.get("provenance"), dict) and summary["provenance"]:
             row["code"] = provenance.describe(summary["provenance"])
     return row
 
 
-def read_runs(out: Path) -> list[dict[str, Any]]:
-    """Every run folder under ``out/runs`` (sorted by id)."""
+def read_runs(out: Path, *, strict: bool = False) -> list[dict[str, Any]]:
+    """Every run folder under ``out/runs`` (sorted by id); ``strict``: see :func:`read_run`."""
     runs_dir = Path(out) / "runs"
     if not runs_dir.is_dir():
         return []
-    rows = [read_run(p) for p in sorted(runs_dir.iterdir()) if p.is_dir()]
+    rows = [read_run(p, strict=strict) for p in sorted(runs_dir.iterdir()) if p.is_dir()]
     return [r for r in rows if r is not None]
 
 

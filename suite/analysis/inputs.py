@@ -1,0 +1,139 @@
+"""What a report reads, checked before anything is drawn: the folder's ``spec.toml`` (its
+TOML, the types of the keys a report uses, the ``[report]`` keys against the grid's), the
+values run folders (or ``results.csv``) give for metrics, and the metric asked for.
+
+Each mistake is one :class:`SuiteError` naming the file, the key and the value, with the
+nearest valid key where a name is misspelt, so ``report`` and ``compare`` exit 2 with one
+line instead of a traceback deep in pandas, or a plot that quietly changed.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from suite.config.overrides import did_you_mean
+from suite.errors import SuiteError
+from suite.sweeps.record import SPEC_COPY
+from suite.sweeps.results import NUMERIC_FIELDS
+from suite.sweeps.spec import REPORT_KEYS
+
+LIST_KEYS = ("rows", "cols")  # [report] keys that take a list of varied keys
+ONE_KEYS = ("x", "hue")  # [report] keys that take one varied key
+SPLITS = ("eval/", "train/", "train_eval/")  # what a metric's name starts with
+
+
+def read_spec_copy(out: Path) -> dict[str, Any]:
+    """``OUT/spec.toml`` parsed, with the types a report relies on checked; ``{}`` if the
+    folder has none."""
+    path = Path(out) / SPEC_COPY
+    if not path.exists():
+        return {}
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise SuiteError(f"{path}: bad TOML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SuiteError(f"{path}: cannot read ({e})") from None
+    for key in ("name", "description"):
+        if key in raw and not isinstance(raw[key], str):
+            raise SuiteError(f"{path}: {key}={raw[key]!r} must be a string")
+    for section in ("fixed", "grid", "zip", "report"):
+        if section in raw and not isinstance(raw[section], dict):
+            raise SuiteError(f"{path}: {section}={raw[section]!r} must be a table "
+                             f"([{section}] with its keys below it)")
+    _check_report_types(path, raw.get("report", {}))
+    return raw
+
+
+def _check_report_types(path: Path, report: dict[str, Any]) -> None:
+    for key, value in report.items():
+        if key not in REPORT_KEYS:
+            raise SuiteError(f"{path}: [report] unknown key {key!r}"
+                             f"{did_you_mean(key, REPORT_KEYS)}; allowed: "
+                             f"{', '.join(sorted(REPORT_KEYS))}")
+        if key in LIST_KEYS and not (isinstance(value, list)
+                                     and all(isinstance(v, str) for v in value)):
+            raise SuiteError(f"{path}: [report] {key}={value!r} must be a list of varied "
+                             f'keys, e.g. {key} = ["model.num_latents"]')
+        if key not in LIST_KEYS and not isinstance(value, str):
+            example = "eval/accuracy" if key == "metric" else (
+                "model.num_latents" if key in ONE_KEYS else "Latents")
+            raise SuiteError(f'{path}: [report] {key}={value!r} must be one string, e.g. '
+                             f'{key} = "{example}"')
+
+
+def spec_varied_keys(raw: dict[str, Any]) -> list[str]:
+    """The keys a spec's ``[grid]`` and ``[zip]`` vary (nested tables as dotted keys)."""
+    def walk(table: dict[str, Any], prefix: str) -> list[str]:
+        keys: list[str] = []
+        for k, v in table.items():
+            keys += walk(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+        return keys
+
+    return [*walk(raw.get("grid", {}), ""), *walk(raw.get("zip", {}), "")]
+
+
+def check_report_keys(out: Path, raw: dict[str, Any], knobs: list[str]) -> None:
+    """Every ``[report]`` key that names config keys (rows, cols, x, hue) names one the
+    experiment varies: a misspelt ``hue`` would otherwise redraw the plot another way."""
+    varied = list(dict.fromkeys([*spec_varied_keys(raw), *knobs]))
+    for name, value in raw.get("report", {}).items():
+        if name not in (*LIST_KEYS, *ONE_KEYS):
+            continue
+        for key in value if isinstance(value, list) else [value]:
+            if key not in varied:
+                raise SuiteError(
+                    f"{Path(out) / SPEC_COPY}: [report] {name}={key!r} is not a varied key"
+                    f"{did_you_mean(key, varied)} (varied: {', '.join(varied) or 'none'})")
+
+
+def metric_names(columns: list[str]) -> list[str]:
+    """The columns of a results frame that are metrics: what runs measured at their end
+    (``eval/accuracy``, ``train/loss``, ...), the train-eval ``gap``, and the measured
+    costs (``step_seconds``, ``mfu``, ...)."""
+    found = [c for c in columns if c.startswith(SPLITS)]
+    return [*found, "gap", *(c for c in NUMERIC_FIELDS if c in columns)]
+
+
+def check_metric(out: Path, columns: list[str], metric: str | None,
+                 raw: dict[str, Any]) -> None:
+    """``metric`` (``--metric``, else the spec's ``[report] metric``) is a metric of the
+    results, not a config key, a bookkeeping column or a misspelling."""
+    where = "--metric"
+    if metric is None:
+        metric = raw.get("report", {}).get("metric")
+        where = f"{Path(out) / SPEC_COPY}: [report] metric"
+    if metric is None:
+        return
+    known = metric_names(columns)
+    if metric in known:
+        return
+    what = ("a config key, not a metric" if metric == "seed"
+            or metric.startswith(("model.", "data.", "train.")) else
+            "a bookkeeping column, not a metric" if metric in columns else "not a metric")
+    shown = [c for c in known if c.startswith(SPLITS)] + ["gap"]
+    raise SuiteError(f"{where}={metric!r} is {what} of {out}{did_you_mean(metric, known)} "
+                     f"(metrics: {', '.join(shown)}, or a measured cost such as step_seconds)")
+
+
+def check_values(rows: list[dict[str, Any]], out: Path, from_csv: bool) -> None:
+    """Every metric a run reports is a number (or missing), so means and tests can be
+    taken; a results.csv's numbers, read as text where a column holds text, are made
+    numbers again."""
+    for row in rows:
+        for key in [k for k in row if k.startswith(SPLITS) or k in NUMERIC_FIELDS]:
+            value = row[key]
+            if from_csv and isinstance(value, str):
+                try:
+                    row[key] = value = float(value)
+                except ValueError:
+                    pass
+            if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+                continue
+            where = (f"{Path(out) / 'results.csv'} (the row of {row.get('run_id')})" if from_csv
+                     else f"{Path(out) / 'runs' / str(row.get('run_id')) / 'summary.json'}")
+            key_text = key if from_csv or key in NUMERIC_FIELDS else f"metrics.{key}"
+            raise SuiteError(f"{where}: {key_text}={value!r} is not a number")
+
