@@ -137,6 +137,16 @@ def test_the_quick_estimate_is_the_pre_flights_prediction(tmp_path):
     assert quick["params"] == full["params"] and quick["problem"] is None
 
 
+def test_a_config_that_does_not_fit_gets_the_pre_flights_reason(tmp_path, monkeypatch):
+    monkeypatch.setenv("PERCEIVER_SUITE_MEMORY_BYTES", str(2**20))  # 1 MiB to plan for
+    spec, runs = grid(tmp_path, '"model.num_latents" = [8]\n')
+    text = dry_run.dry_run_table(spec, runs, tmp_path / "out")
+    row = next(ln for ln in text.splitlines() if ln.startswith(runs[0].id))
+    assert row.split()[-2] == "NO" and "1 run(s) do not fit" in text
+    assert f"  {runs[0].id}: the train step needs " in text
+    assert "$PERCEIVER_SUITE_MEMORY_BYTES is 1.0 MiB" in text
+
+
 # ------------------------------------------------------------------ bad files
 
 
