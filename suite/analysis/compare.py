@@ -60,8 +60,7 @@ def cells(out: Path, metric: str | None) -> tuple[dict[str, dict[int, float]], s
     """``{cell key: {seed: metric}}`` of a folder's experiment, its metric, the experiment
     (its frame with the gap) and its varied keys."""
     exp = experiment_lib.load(out)
-    frame = with_gap(exp.frame)
-    inputs.check_metric(out, list(frame.columns), metric, inputs.read_spec_copy(out))
+    frame = inputs.metric_checked(out, with_gap(exp.frame), metric)
     spec = report_spec(out, exp, metric=metric)
     keys = spec.knobs or ["model.kind"]
     frame = frame.assign(**{k: frame[k] if k in frame else "—" for k in keys})

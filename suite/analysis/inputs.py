@@ -13,6 +13,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from suite.config.overrides import did_you_mean
 from suite.errors import SuiteError
 from suite.sweeps.record import SPEC_COPY
@@ -97,19 +99,16 @@ def metric_names(columns: list[str]) -> list[str]:
     return [*found, "gap", *(c for c in NUMERIC_FIELDS if c in columns)]
 
 
-def check_metric(out: Path, columns: list[str], metric: str | None,
-                 raw: dict[str, Any]) -> None:
-    """``metric`` (``--metric``, else the spec's ``[report] metric``) is a metric of the
-    results, not a config key, a bookkeeping column or a misspelling."""
-    where = "--metric"
+def metric_checked(out: Path, frame: pd.DataFrame, metric: str | None) -> pd.DataFrame:
+    """``frame``, once ``metric`` (``--metric``, else the spec's ``[report] metric``) is
+    known to be one of its metrics, not a config key, a bookkeeping column or a typo."""
+    where, columns = "--metric", list(frame.columns)
     if metric is None:
-        metric = raw.get("report", {}).get("metric")
+        metric = read_spec_copy(out).get("report", {}).get("metric")
         where = f"{Path(out) / SPEC_COPY}: [report] metric"
-    if metric is None:
-        return
     known = metric_names(columns)
-    if metric in known:
-        return
+    if metric is None or metric in known:
+        return frame
     what = ("a config key, not a metric" if metric == "seed"
             or metric.startswith(("model.", "data.", "train.")) else
             "a bookkeeping column, not a metric" if metric in columns else "not a metric")

@@ -109,8 +109,7 @@ def write_report(out: Path, *, metric: str | None = None, rows: list[str] | None
     """Tables, plots and index.html into ``out/report/``. Returns the written paths."""
     out = Path(out)
     exp = experiment_lib.load(out)
-    frame = with_gap(exp.frame)
-    inputs.check_metric(out, list(frame.columns), metric, inputs.read_spec_copy(out))
+    frame = inputs.metric_checked(out, with_gap(exp.frame), metric)
     spec = report_spec(out, exp, metric=metric, rows=rows, cols=cols, reference=reference)
     metrics = [m for m in (*BASE_METRICS, "gap") if m in frame] + \
         ([spec.metric] if spec.metric not in (*BASE_METRICS, "gap") else [])
