@@ -191,16 +191,16 @@ def register(part: str, name: str, target: Any = None, *, knobs: type | None = N
     knobs = knobs or NoKnobs
     where = _where(target)
     plugin_lib.check_knobs(knobs, f"{part} {name!r} ({where})")
-    entry = Entry(part, name, target, knobs, flops, where, plugin_lib.current())
     taken = _REGISTRY[part].get(name)
     if taken is not None and taken.where != where:
         raise PluginError(f"{LABELS[part]} {name!r} is registered twice: by {taken.where} and by "
                           f"{where}; rename one")
     clash = next((e for e in _knobbed().values() if e.name == name and e.part != part), None)
-    if clash is not None and entry.has_knobs:
+    if clash is not None and dataclasses.fields(knobs):
         raise PluginError(f"knob keys model.{name}.* of {LABELS[part]} {name!r} ({where}) are "
                           f"taken by {LABELS[clash.part]} {name!r} ({clash.where}); rename one")
-    _REGISTRY[part][name] = entry
+    plugin = plugin_lib.current() or plugin_lib.of_module(where.partition(":")[0])
+    _REGISTRY[part][name] = Entry(part, name, target, knobs, flops, where, plugin)
     return target
 
 

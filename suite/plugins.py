@@ -68,6 +68,19 @@ def current() -> Plugin | None:
     return _LOADING[0] if _LOADING else None
 
 
+def of_module(name: str | None) -> Plugin | None:
+    """A module that registers while imported the ordinary way (``import my_variants``
+    in a script) is a plugin too, loaded again by name; ``__main__``, a notebook's cells
+    and the suite's own modules are not."""
+    module = sys.modules.get(name or "")
+    path = getattr(module, "__file__", None)
+    if not name or name == "__main__" or name.split(".")[0] == "suite" or path is None:
+        return None
+    if name not in _LOADED:
+        _LOADED[name] = Plugin(name, path, sha256_of(path), "module")
+    return _LOADED[name]
+
+
 def sha256_of(path: str | Path | None) -> str | None:
     if path is None:
         return None

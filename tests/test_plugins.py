@@ -2,6 +2,7 @@
 imported once; one that fails is one line naming it (exit 2); a run records what it
 loaded, and a fresh process (a grid's worker, a resumed run) loads it again."""
 
+import importlib
 import json
 import os
 import shutil
@@ -203,3 +204,30 @@ def test_a_run_resumed_after_its_plugin_changed_says_so_in_its_log_and_summary(t
                     f"000000000000 then, {plugins.sha256_of(scaled)[:12]} now); resuming with "
                     "the code as it is now"]
     assert summary["plugins_changed"] == [said[0].split(": ", 1)[1]]
+
+
+def test_a_module_imported_the_ordinary_way_is_recorded_by_its_name(tmp_path, monkeypatch):
+    (tmp_path / "imported_variants.py").write_text(
+        "from suite import extend\n"
+        "def ones(knobs, m, key, shape):\n"
+        "    import jax.numpy as jnp\n"
+        "    return jnp.ones(shape)\n"
+        "extend.register_latent_init('ones', ones)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("imported_variants")  # as a script would: import my_variants
+    record = C.to_dict(C.build("digits", {"model.latent_init": "ones"}))["plugins"]
+    assert record == [{"plugin": "imported_variants",
+                       "path": str(tmp_path / "imported_variants.py"),
+                       "sha256": plugins.sha256_of(tmp_path / "imported_variants.py")}]
+
+
+def test_a_moved_plugin_file_is_passed_over_when_loaded_from_its_new_place(tmp_path, scaled):
+    extend.load_plugins([str(scaled)])
+    data = C.to_dict(C.build("digits", {"model.mlp": "scaled"}))
+    data["plugins"][0]["plugin"] = str(tmp_path / "was_here.py")  # the run's old machine
+    assert C.from_dict(data).model.mlp == "scaled"  # registered from where it is now
+    data["model"]["mlp"] = "gone_with_it"
+    with pytest.raises(PluginError) as err:
+        C.from_dict(data)
+    assert str(err.value) == (f"plugin {tmp_path / 'was_here.py'}: no such file (the run's "
+                              "config records it); pass --plugin FILE where it is now")

@@ -12,9 +12,10 @@ import dataclasses
 import difflib
 import typing
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any, Literal
 
-from suite import extend
+from suite import extend, plugins
 from suite.config.presets import DEFAULT_PRESET, PRESETS
 from suite.config.schema import (
     DERIVED_KEYS,
@@ -25,7 +26,7 @@ from suite.config.schema import (
     section_types,
 )
 from suite.config.validation import describe_type, is_table, is_union, resolve
-from suite.errors import ConfigError
+from suite.errors import ConfigError, PluginError
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
@@ -244,9 +245,9 @@ def build(preset_name: str | None = None, overrides: Mapping[str, Any] | None = 
 
 def from_dict(data: Mapping[str, Any]) -> Config:
     """Inverse of ``to_dict`` (derived keys ignored), validated; the plugins it records
-    are loaded first (``suite.extend.load_plugins``)."""
-    recorded = data.get("plugins") or []
-    extend.load_plugins([p["plugin"] if isinstance(p, Mapping) else str(p) for p in recorded])
+    are loaded first (``suite.extend.load_plugins``). A recorded plugin file no longer
+    there is passed over when ``--plugin`` registered the config's names from elsewhere."""
+    gone = _load_recorded(data.get("plugins") or [])
     overrides: dict[str, Any] = {}
     for key, value in data.items():
         if key == "plugins":
@@ -259,4 +260,22 @@ def from_dict(data: Mapping[str, Any]) -> Config:
                     overrides[f"{key}.{k}"] = v
         else:
             raise unknown_key_error(key)
-    return apply_overrides(Config(), overrides)
+    try:
+        return apply_overrides(Config(), overrides)
+    except ConfigError:
+        if gone:  # the reason the config's names are unknown
+            raise PluginError(f"plugin {gone[0]}: no such file (the run's config records it); "
+                              "pass --plugin FILE where it is now") from None
+        raise
+
+
+def _load_recorded(recorded: list[Any]) -> list[str]:
+    """Load a config's recorded plugins; the files that are gone, not loaded."""
+    gone = []
+    for item in recorded:
+        source = str(item.get("plugin") if isinstance(item, Mapping) else item)
+        if plugins.is_file_spec(source) and not Path(source).is_file():
+            gone.append(source)
+        else:
+            extend.load_plugins([source])
+    return gone
