@@ -18,9 +18,11 @@ Choosing (config key: built-in names)::
     model.latent_init        the initial latent array                    truncated_normal
 
 A name is an identifier, one per part; registering a taken name is one line naming
-both places (``module:qualname``). The Perceiver's parts serve its encoder (the query
-decoder of ``model.decoder='query'`` keeps the standard ones); the built-in baselines
-use ``model.position_encoding`` only.
+both places (``module:qualname``; the same place again replaces it, as a re-run cell
+does). Each ``register_*`` is also a decorator (``@register_mlp("gated")``), and takes
+a ``"module:qualname"`` string for a target imported on first use. The Perceiver's parts
+serve its encoder (the query decoder of ``model.decoder='query'`` keeps the standard
+ones); the built-in baselines use ``model.position_encoding`` only.
 
 Knobs. ``knobs=`` takes a frozen dataclass whose every field has a default (int, float,
 bool, str, a tuple of them, a Literal, or any of these ``| None``). Its fields are config
@@ -40,7 +42,8 @@ float32 and cast at use. Shapes: B batch, N latents (queries), M inputs, H heads
   ``inputs`` (``[B, *index_dims, C]``, or ``{modality: [B, *dims, C]}`` for several
   modalities) and, where the task has them, ``positions [B, M, pos_dim]`` (point clouds),
   ``index [B, M]`` (a permutation's item indices) and ``keep {modality: [B]}`` (modality
-  dropout), returning logits ``[B, num_classes]``.
+  dropout), returning logits ``[B, num_classes]``. Inputs it cannot take: raise
+  ``suite.errors.ConfigError`` naming the key (one line, exit status 2).
   ``flops(knobs, config) -> float | dict[str, float]`` (``config``: the resolved Config).
 - cross_attention: ``cls(knobs, m, *, q_dim, kv_dim, qk_channels, out_dim, num_heads,
   rngs, dtype)``; ``__call__(q_in [B, N, q_dim], kv_in [B, M, kv_dim], *, mask=None)
@@ -76,11 +79,12 @@ Plugins (``suite.plugins``): a spec's ``plugins = ["my_variants.py", "pkg.module
 ``--plugin FILE_OR_MODULE`` on the commands that build or read a model, or an installed
 package's ``perceiver_suite.plugins`` entry point. A run records the plugins its config
 uses in ``config.json`` (its worker and a resumed run load them again) and every
-plugin's path and SHA-256 in ``summary.json``. Register from a plugin: a worker process
-cannot import what a notebook or ``__main__`` registered.
+plugin's path and SHA-256 in ``summary.json``. A module that registers when imported
+the ordinary way (``import my_variants`` in a script) is recorded by its name; a worker
+process cannot import what a notebook or ``__main__`` registered.
 
 Also public, for the suite's own use and not covered by the promise: ``knob_types``,
-``knob_keys``, ``selected``, ``stored_knobs``, ``plugin_records``.
+``knob_entry``, ``knob_keys``, ``selected``, ``stored_knobs``, ``plugin_records``.
 """
 
 from __future__ import annotations
