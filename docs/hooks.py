@@ -71,8 +71,8 @@ REPORT_KEYS = {
          "per value of `hue`). Default: the first varied key",
     "hue": "the varied key drawn as one line (and colour) per value. Default: the first "
            "varied key other than `x`",
-    "title": "one string; checked, but not used yet: a report is titled by the spec's "
-             "`name` and the overrides its run took",
+    "title": "checked, but not used yet: a report is titled by the spec's `name` and the "
+             "overrides its run took",
 }
 
 
@@ -289,9 +289,8 @@ def _described(kind: str, keys: set[str], described: dict[str, str]) -> None:
 
 
 def spec_page() -> str:
-    top, report, lists, ones, max_runs = _spec_constants()
+    top, _, _, _, max_runs = _spec_constants()
     _described("spec top-level", top, SPEC_KEYS)
-    _described("[report]", set(report), REPORT_KEYS)
     lines = ["# Spec keys", "",
              "An ablation spec is a TOML file (`ablations/*.toml`); these are all the keys "
              "it may hold, generated from the constants `run` and `report` check a spec "
@@ -303,16 +302,25 @@ def spec_page() -> str:
              "| key | meaning |", "|---|---|"]
     lines += [f"| `{k}` | {SPEC_KEYS[k]} |" for k in sorted(top, key=list(SPEC_KEYS).index)]
     lines += ["", f"Runs = grid x zip x seeds; a spec of more than {max_runs} runs needs "
-              "`--force`.", "", "## `[report]` keys", "", "| key | takes | meaning |",
-              "|---|---|---|"]
+              "`--force`.", "", "## `[report]` keys", "", report_table()]
+    return "\n".join(lines) + "\n"
+
+
+def report_table() -> str:
+    """The ``[report]`` keys as a table; also where a page writes its marker."""
+    _, report, lists, ones, _ = _spec_constants()
+    _described("[report]", set(report), REPORT_KEYS)
+    lines = ["| key | takes | meaning |", "|---|---|---|"]
     for k in report:
         takes = ("a list of varied keys" if k in lists else
                  "one varied key" if k in ones else "one string")
         lines.append(f"| `{k}` | {takes} | {REPORT_KEYS[k]} |")
     lines += ["", "Keys that name config keys (" + ", ".join(f"`{k}`" for k in
               (*lists, *ones)) + ") must name keys the spec varies (`[grid]` or `[zip]`); "
-              "`run` checks this when it loads the spec, before anything trains."]
-    return "\n".join(lines) + "\n"
+              "`run` checks this, with every other key and value, when it loads the spec, "
+              "before anything trains: a mistake is one line naming the file, the key and "
+              "the nearest known one (exit status 2)."]
+    return "\n".join(lines)
 
 
 # -- the command line ---------------------------------------------------------------------
@@ -362,6 +370,17 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
             raise PluginError(f"docs: a page shows {uri}, which is not in the repository")
         files.append(File.generated(config, uri, abs_src_path=str(path)))
     return files
+
+
+MARKERS = {"<!-- generated: report keys -->": report_table}
+
+
+def on_page_markdown(markdown: str, **_: object) -> str:
+    """A hand-written page shows a generated table where it writes that table's marker."""
+    for marker, make in MARKERS.items():
+        if marker in markdown:
+            markdown = markdown.replace(marker, make())
+    return markdown
 
 
 ROLE = re.compile(r":(?:class|func|mod|data|meth|attr|exc):(?=<code>)")

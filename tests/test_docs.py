@@ -56,6 +56,8 @@ def test_every_spec_and_report_key_is_on_the_generated_spec_page(site):
     shown = code_spans(site, "reference/spec")
     keys = [*sorted(spec.TOP_KEYS), *REPORT_KEYS]
     assert [k for k in keys if k not in shown] == []
+    explained = code_spans(site, "first-ablation")  # the page that teaches specs
+    assert [k for k in REPORT_KEYS if k not in explained] == []
 
 
 def test_every_command_has_its_help_on_the_generated_cli_page(site):
