@@ -13,7 +13,7 @@ STAGES = {
     "errors": 0, "files": 0, "fmt": 0, "provenance": 0, "tasks": 0, "extend": 0, "plugins": 0,
     "config": 1,
     "models": 2, "data": 2, "training": 3, "sweeps": 4, "analysis": 5, "benchmarks": 5,
-    "cli": 6, "__main__": 6, "__init__": 0,
+    "cli": 6, "api": 6, "__main__": 6, "__init__": 0,
 }
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60

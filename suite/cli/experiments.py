@@ -73,13 +73,13 @@ def train_config(args: argparse.Namespace):
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from suite import api
     from suite.training import hosts
-    from suite.training.trainer import train_and_evaluate
 
     several = hosts.initialize(args.coordinator, args.num_processes, args.process_id)
     try:
-        summary = train_and_evaluate(train_config(args), args.workdir,
-                                     retry_failed=args.retry_failed)
+        summary = api.train(train_config(args), workdir=args.workdir,
+                            retry_failed=args.retry_failed).summary
     except BaseException as e:  # one host's failure ends every host, with its reason
         if not several:
             raise
@@ -169,24 +169,22 @@ def _reason(e: BaseException) -> tuple[str, int]:
 
 
 def run_run(args: argparse.Namespace) -> int:
-    from suite import config as cfg_lib
     from suite.errors import SpecError
-    from suite.sweeps import record
+    from suite.sweeps import plan
     from suite.sweeps import spec as spec_lib
 
-    spec = spec_lib.load(args.spec, max_runs=None if args.force else spec_lib.MAX_RUNS)
-    overrides = cfg_lib.parse_overrides(args.overrides)
-    runs = spec_lib.expand(spec, overrides)
+    grid = plan.plan(args.spec, out=args.out or None, overrides=args.overrides,
+                     force=args.force)  # the spec's runs, as suite.api.run plans them
     shard = parse_shard(args.shard)
-    out = Path(args.out) if args.out else record.default_out(spec, overrides)
+    runs, out = grid.runs, grid.out
     if args.dry_run:
-        return dry_run(args, spec, spec_lib.shard(runs, *shard) if shard else runs, out)
+        return dry_run(args, grid.spec, spec_lib.shard(runs, *shard) if shard else runs, out)
     if args.workers is not None and args.workers < 1:
         raise SpecError(f"--workers={args.workers} must be >= 1")
-    claim(args, out, spec, runs, overrides)
+    claim(args, grid)
     if shard:
         runs = spec_lib.shard(runs, *shard)
-    outcome = train_grid(args, runs, out, spec.name)
+    outcome = train_grid(args, runs, out, grid.spec.name)
     print(f"{outcome.summary()}; results in {out / 'results.csv'}")
     for run_id, reason in outcome.errors.items():
         print(f"perceiver-suite: error: {run_id}: {reason}", file=sys.stderr)
@@ -219,21 +217,16 @@ def dry_run(args: argparse.Namespace, spec, runs, out: Path) -> int:
     return 0
 
 
-def claim(args: argparse.Namespace, out: Path, spec, runs, overrides: dict[str, str]) -> None:
-    """Record the experiment in ``out`` before anything trains; say where it is apart."""
-    from suite.sweeps import record
+def claim(args: argparse.Namespace, grid) -> None:
+    """Record the experiment in its folder before anything trains (every shard's runs);
+    say where it is apart."""
+    from suite.sweeps import plan
 
     command = " ".join(["perceiver-suite", *(sys.argv[1:] if argv_is_ours() else
                                              ["run", str(args.spec), *args.overrides])])
-    held = record.claim(out, spec, runs, overrides, command)  # every shard's runs
-    if held is not None and not held.describes(spec.name, overrides):
-        what = f"spec {held.name!r}" + (f" with {_overrides_text(held.overrides)}"
-                                        if held.overrides else " as written")
-        these = _overrides_text(overrides) or f"spec {spec.name!r}"
-        print(f"note: {out} holds {what}; these runs ({these}) are another experiment, "
-              "listed apart in its report", file=sys.stderr)
-    elif overrides and not args.out:
-        print(f"overrides make another experiment: results in {out}", file=sys.stderr)
+    note = plan.claim(grid, command)
+    if note:
+        print(note, file=sys.stderr)
 
 
 def train_grid(args: argparse.Namespace, runs, out: Path, name: str):
@@ -306,10 +299,6 @@ def run_sweep(args: argparse.Namespace) -> int:
     print(f"spec: {path} (the same grid: perceiver-suite run {path} --out {out})",
           file=sys.stderr)
     return run_run(argparse.Namespace(**{**vars(args), "spec": str(path), "overrides": []}))
-
-
-def _overrides_text(overrides: dict[str, str]) -> str:
-    return " ".join(f"{k}={v}" for k, v in overrides.items())
 
 
 def argv_is_ours() -> bool:

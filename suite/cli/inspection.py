@@ -29,9 +29,10 @@ def _describe(sub: argparse._SubParsersAction) -> None:
 
 
 def run_describe(args: argparse.Namespace) -> int:
-    from suite.analysis.describe import describe, render
+    from suite import api
+    from suite.analysis.describe import render
 
-    info = describe(config_from(args), xla=not args.no_xla, train=args.train)
+    info = api.describe(config_from(args), xla=not args.no_xla, memory=args.train)
     print(json.dumps(info, indent=2) if args.json else render(info))
     return 0
 

@@ -39,46 +39,14 @@ def _report(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_report)
 
 
-def results_folder(target: str, overrides: list[str]) -> Path:
-    """A results folder given as itself, or as the spec (and overrides) that wrote it."""
-    path = Path(target)
-    if path.suffix == ".toml" and path.is_file():
-        from suite import config as cfg_lib
-        from suite.sweeps import record
-        from suite.sweeps import spec as spec_lib
-
-        return record.default_out(spec_lib.load(path, max_runs=None),
-                                  cfg_lib.parse_overrides(overrides))
-    if overrides:
-        raise SuiteError(f"key=value overrides ({' '.join(overrides)}) go with a spec, not "
-                         f"with a results folder ({target})")
-    return path
-
-
-def parse_reference(text: str | None) -> dict[str, str] | None:
-    """``"a.b=1,c.d=x"`` -> ``{"a.b": "1", "c.d": "x"}``."""
-    if not text:
-        return None
-    out = {}
-    for part in text.split(","):
-        key, sep, value = part.partition("=")
-        if not sep or not key.strip():
-            raise SuiteError(f"--reference={text!r}: expected KEY=VALUE[,KEY=VALUE...]")
-        out[key.strip()] = value.strip()
-    return out
-
-
 def run_report(args: argparse.Namespace) -> int:
-    from suite.analysis.report import write_report
+    from suite import api
 
-    out = results_folder(args.out, args.overrides)
-    if not out.is_dir():
-        raise SuiteError(f"{out}: no such results folder")
-    written = write_report(out, metric=args.metric, rows=args.rows, cols=args.cols,
-                           reference=parse_reference(args.reference), attention=args.attention)
-    print(table_excerpt(written["table.md"]))
-    print(f"wrote {len(written)} files to {out / 'report'} (open "
-          f"{out / 'report' / 'index.html'})")
+    tables = api.report(args.out, overrides=args.overrides, metric=args.metric, rows=args.rows,
+                        cols=args.cols, reference=args.reference, attention=args.attention)
+    out = tables.folder
+    print(table_excerpt(tables.markdown))
+    print(f"wrote {len(tables.files)} files to {out / 'report'} (open {tables.html})")
     if any((out / "runs").glob("*/events.out.tfevents.*")):
         print(f"training curves: tensorboard --logdir {out / 'runs'}")
     return 0
@@ -145,12 +113,10 @@ def _compare(sub: argparse._SubParsersAction) -> None:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from suite.analysis.compare import compare, render
+    from suite import api
+    from suite.analysis.compare import render
 
-    old, new = Path(args.old), Path(args.new)
-    for folder in (old, new):
-        if not folder.is_dir():
-            raise SuiteError(f"{folder}: no such results folder")
-    result = compare(old, new, args.metric, allow_config_diff=args.allow_config_diff)
-    print(render(result, old, new))
+    result = api.compare(args.old, args.new, metric=args.metric,
+                         allow_config_diff=args.allow_config_diff)
+    print(render(result, Path(args.old), Path(args.new)))
     return result.exit_code

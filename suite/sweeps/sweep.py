@@ -126,13 +126,19 @@ def table(preset: str, items: Sequence[str], zips: Sequence[str], seeds: list[in
 
 
 def to_toml(spec: dict[str, Any], command: str = "") -> str:
-    """The dict as TOML text, every key quoted as the committed specs quote theirs."""
+    """The dict as TOML text, every key quoted as the committed specs quote theirs. Keys
+    a spec does not have are written too, for ``spec.load`` to name (a spec given as a
+    dict, ``suite.api.run``)."""
     lines = [f"# {command}", ""] if command else []
-    lines += [f"{k} = {_toml(spec[k])}" for k in ("name", "preset", "seeds", "plugins")
-              if k in spec]
-    for section in spec_lib.SECTIONS:
-        if spec.get(section):
-            lines += ["", f"[{section}]"]
+    tables = [k for k in dict.fromkeys([*spec_lib.SECTIONS, "report", *spec])
+              if isinstance(spec.get(k), dict)]
+    head = [k for k in dict.fromkeys(["name", "description", "preset", "seeds", "plugins",
+                                      *spec]) if k in spec and k not in tables]
+    bare = lambda k: k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)  # noqa: E731
+    lines += [f"{bare(k)} = {_toml(spec[k])}" for k in head]
+    for section in tables:
+        if spec[section]:
+            lines += ["", f"[{bare(section)}]"]
             lines += [f"{json.dumps(k)} = {_toml(v)}" for k, v in spec[section].items()]
     return "\n".join(lines) + "\n"
 
