@@ -91,15 +91,27 @@ def kept_figures(out: Path, report_dir: Path) -> list[Path]:
                   and f.suffix in (".png", ".svg", ".csv"))
 
 
-def notes(spec: ReportSpec, agg: pd.DataFrame) -> list[str]:
-    """What the table's numbers are, in words."""
+def notes(spec: ReportSpec, agg: pd.DataFrame, frame: pd.DataFrame | None = None
+          ) -> list[str]:
+    """What the table's numbers are, in words (``frame``: the runs, for how FLOPs were
+    counted)."""
     return [
         f"{label_of(spec.metric)}: mean ± std over the completed seeds of each cell "
         "(n = completed/total runs); 95% CI: the t interval of that mean (none for one seed).",
         *significance_notes(spec, agg),
         "train, evaluated: a fixed training subset evaluated as the eval split is (no "
         "augmentation, no dropout); gap: that minus the eval accuracy.",
+        *(xla_counted(frame) if frame is not None else []),
     ]
+
+
+def xla_counted(frame: pd.DataFrame) -> list[str]:
+    """Where FLOPs/example is XLA's count of the compiled forward pass (a registered model
+    or part without an analytic count, ``suite.extend``), and why."""
+    counts = frame.get("flops_count", pd.Series(dtype=object)).dropna().astype(str)
+    why = sorted({c.removeprefix("XLA's count: ") for c in counts if c != "analytic"})
+    return [f"FLOPs/example: XLA's count of the compiled forward pass where there is no "
+            f"analytic one ({'; '.join(why)})."] if why else []
 
 
 def write_report(out: Path, *, metric: str | None = None, rows: list[str] | None = None,
@@ -123,7 +135,7 @@ def write_report(out: Path, *, metric: str | None = None, rows: list[str] | None
     report_dir = out / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
     figures: list[Path] = []
-    said = notes(spec, agg)
+    said = notes(spec, agg, frame)
     kept = kept_figures(out, report_dir) if plots else []
     if kept:
         said.append("Learning curves and attention maps need the run folders, which this "
