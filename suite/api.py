@@ -303,7 +303,7 @@ def report(folder: str | Path, *, metric: str | None = None, rows: list[str] | N
     against, ``{"model.num_latents": 64}`` or ``"model.num_latents=64"``.
 
     >>> tables = api.report("results/demo", metric="eval/accuracy")
-    >>> tables.table[["model.num_latents", "eval/accuracy_mean", "p_vs_best_holm"]]
+    >>> tables.table[["model.num_latents", "eval/accuracy mean", "p_vs_best_holm"]]
     """
     if not isinstance(overrides, Mapping):
         overrides = cfg_lib.parse_overrides(list(overrides))
