@@ -18,11 +18,10 @@ import pandas as pd
 from suite.config.overrides import did_you_mean
 from suite.errors import SuiteError
 from suite.sweeps.record import SPEC_COPY
+from suite.sweeps.report_keys import check_report_keys as check_named_keys
+from suite.sweeps.report_keys import check_report_types
 from suite.sweeps.results import NUMERIC_FIELDS
-from suite.sweeps.spec import REPORT_KEYS
 
-LIST_KEYS = ("rows", "cols")  # [report] keys that take a list of varied keys
-ONE_KEYS = ("x", "hue")  # [report] keys that take one varied key
 SPLITS = ("eval/", "train/", "train_eval/")  # what a metric's name starts with
 
 
@@ -45,25 +44,8 @@ def read_spec_copy(out: Path) -> dict[str, Any]:
         if section in raw and not isinstance(raw[section], dict):
             raise SuiteError(f"{path}: {section}={raw[section]!r} must be a table "
                              f"([{section}] with its keys below it)")
-    _check_report_types(path, raw.get("report", {}))
+    check_report_types(str(path), raw.get("report", {}))
     return raw
-
-
-def _check_report_types(path: Path, report: dict[str, Any]) -> None:
-    for key, value in report.items():
-        if key not in REPORT_KEYS:
-            raise SuiteError(f"{path}: [report] unknown key {key!r}"
-                             f"{did_you_mean(key, REPORT_KEYS)}; allowed: "
-                             f"{', '.join(sorted(REPORT_KEYS))}")
-        if key in LIST_KEYS and not (isinstance(value, list)
-                                     and all(isinstance(v, str) for v in value)):
-            raise SuiteError(f"{path}: [report] {key}={value!r} must be a list of varied "
-                             f'keys, e.g. {key} = ["model.num_latents"]')
-        if key not in LIST_KEYS and not isinstance(value, str):
-            example = "eval/accuracy" if key == "metric" else (
-                "model.num_latents" if key in ONE_KEYS else "Latents")
-            raise SuiteError(f'{path}: [report] {key}={value!r} must be one string, e.g. '
-                             f'{key} = "{example}"')
 
 
 def spec_varied_keys(raw: dict[str, Any]) -> list[str]:
@@ -81,14 +63,7 @@ def check_report_keys(out: Path, raw: dict[str, Any], knobs: list[str]) -> None:
     """Every ``[report]`` key that names config keys (rows, cols, x, hue) names one the
     experiment varies: a misspelt ``hue`` would otherwise redraw the plot another way."""
     varied = list(dict.fromkeys([*spec_varied_keys(raw), *knobs]))
-    for name, value in raw.get("report", {}).items():
-        if name not in (*LIST_KEYS, *ONE_KEYS):
-            continue
-        for key in value if isinstance(value, list) else [value]:
-            if key not in varied:
-                raise SuiteError(
-                    f"{Path(out) / SPEC_COPY}: [report] {name}={key!r} is not a varied key"
-                    f"{did_you_mean(key, varied)} (varied: {', '.join(varied) or 'none'})")
+    check_named_keys(str(Path(out) / SPEC_COPY), raw.get("report", {}), varied)
 
 
 def metric_names(columns: list[str]) -> list[str]:

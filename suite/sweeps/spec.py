@@ -29,11 +29,11 @@ from suite import config as cfg_lib
 from suite.config import Config
 from suite.config.overrides import did_you_mean
 from suite.errors import ConfigError, SpecError
+from suite.sweeps.report_keys import check_report_keys, check_report_types
 from suite.tasks import chosen_location
 
 SECTIONS = ("fixed", "grid", "zip")
 TOP_KEYS = {"name", "description", "preset", "seeds", "report", "plugins", *SECTIONS}
-REPORT_KEYS = {"rows", "cols", "metric", "x", "hue", "title"}
 MAX_RUNS = 256  # a larger grid needs --force
 
 
@@ -88,6 +88,9 @@ def load(path: str | Path, *, max_runs: int | None = MAX_RUNS) -> Spec:
         raise SpecError(f"{where}: bad TOML: {e}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(f"{where}: cannot read ({e})") from None
+    if not raw:  # a file saved empty would otherwise train the default preset
+        raise SpecError(f'{where}: the spec is empty; it names at least its preset, e.g. '
+                        f'preset = "{cfg_lib.DEFAULT_PRESET}" (see ablations/demo.toml)')
     unknown = set(raw) - TOP_KEYS
     if unknown:
         key = sorted(unknown)[0]
@@ -100,11 +103,8 @@ def load(path: str | Path, *, max_runs: int | None = MAX_RUNS) -> Spec:
     plugins = _plugins(raw, path)  # before the keys: a variant's knobs are keys too
     sections = _sections(raw, where)
     report = raw.get("report", {})
-    if not isinstance(report, dict) or set(report) - REPORT_KEYS:
-        bad = sorted(set(report) - REPORT_KEYS)[0] if isinstance(report, dict) else report
-        hint = did_you_mean(bad, REPORT_KEYS) if isinstance(report, dict) else ""
-        raise SpecError(f"{where}: [report] unknown key {bad!r}{hint} (allowed: "
-                        f"{', '.join(sorted(REPORT_KEYS))})")
+    check_report_types(where, report)  # before anything trains, not in the report at the end
+    check_report_keys(where, report, [*sections["grid"], *sections["zip"]])
     spec = Spec(path, name, str(raw.get("description", "")), preset, tuple(seeds),
                 sections["fixed"], sections["grid"], sections["zip"], report, plugins)
     n = count(spec)
