@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -73,7 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with stop.guard():  # SIGTERM/SIGINT from process start: a clean exit, 128 + signal
             args = parse(argv)
             load_plugins(args)
-            return int(args.func(args) or 0)
+            code = int(args.func(args) or 0)
+            sys.stdout.flush()  # a closed pipe shows here, inside the try
+            return code
+    except BrokenPipeError:  # `perceiver-suite predict ... | head`: the reader has gone
+        return stdout_gone()
     except RunBusy as e:
         print(f"perceiver-suite: {e}", file=sys.stderr)
         return EXIT_BUSY
@@ -83,6 +88,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except stop.Stopped as e:
         print(f"perceiver-suite: {e}", file=sys.stderr)
         return e.exit_code
+
+
+def stdout_gone() -> int:
+    """What a command whose reader closed the pipe exits with, silently: the Python
+    docs' recipe (the signal module's note on SIGPIPE), stdout pointed at devnull so the
+    flush at exit cannot fail again, and 128 + SIGPIPE, as a process the signal ended."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is no file (an embedding program's stream)
+        pass
+    return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":
