@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from suite.errors import SuiteError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -56,6 +58,23 @@ def write_json_atomic(path: Path, data: Any) -> None:
 def read_json(path: Path) -> Any:
     with open(path) as f:
         return json.load(f)
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file that should hold an object (a run's config.json, summary.json): the
+    object, or a :class:`SuiteError` naming the file and what it holds instead."""
+    try:
+        found = read_json(path)
+    except (OSError, ValueError) as e:
+        detail = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise SuiteError(f"{path}: not readable JSON ({detail})") from None
+    if not isinstance(found, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+            type(found), "a number")
+        shown = repr(found)
+        raise SuiteError(f"{path}: holds {kind} ({shown if len(shown) <= 60 else shown[:57]}"
+                         f"{'' if len(shown) <= 60 else '...'}), not an object of keys")
+    return found
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -53,7 +53,7 @@ def load(out: Path) -> Experiment:
     if not rows and (rows := read_results_csv(out)):
         rows_from = (f"; each run's final row from {out / 'results.csv'} (no run folders "
                      "here: no learning curves or attention maps)")
-    rec = record_lib.read(out)
+    rec = record_lib.read(out, strict=True)  # a grid.json that is no object: one line
     source = f"{out / record_lib.RECORD}"
     if rec is None:
         rec = record_lib.from_spec_copy(out)

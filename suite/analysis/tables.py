@@ -17,6 +17,7 @@ import pandas as pd
 
 from suite.analysis import stats
 from suite.analysis.experiment import Experiment
+from suite.config.overrides import did_you_mean
 from suite.errors import SuiteError
 
 BASE_METRICS = ("eval/accuracy", "eval/loss", "train_eval/accuracy", "train_eval/loss",
@@ -97,8 +98,8 @@ def report_spec(out: Path, exp: Experiment, *, metric: str | None = None,
     cols = cols or hints.get("cols") or []
     for key in [*rows, *cols, *(reference or {})]:
         if key not in knobs:
-            raise SuiteError(f"report key {key!r} is not a varied key of {out} (varied: "
-                             f"{', '.join(knobs) or 'none'})")
+            raise SuiteError(f"report key {key!r} is not a varied key of {out}"
+                             f"{did_you_mean(key, knobs)} (varied: {', '.join(knobs) or 'none'})")
     x = hints.get("x") or (knobs[0] if knobs else None)
     hue = hints.get("hue") or next((k for k in knobs if k != x), None)
     return ReportSpec(knobs, metric, list(rows), list(cols), x, hue, exp.title or name,

@@ -244,6 +244,8 @@ def sweep(models: list[str], sides: list[int], *, batch: int = 2, do_measure: bo
             variants += [(f"perceiver N={n}", model, {"model.num_latents": n}) for n in latents]
         else:
             variants.append((model, model, {}))
+    for _, model, extra in variants:  # a bad model or override: one line, before any compile
+        scaling_config(model, sides[0], {**(overrides or {}), **extra}, two_d)
     rows, total = [], len(variants) * len(sides)
     log(f"{total} points ({len(variants)} models x {len(sides)} sizes): each compiled on "
         "abstract shapes" + (", then run in a fresh process where it fits" if do_measure

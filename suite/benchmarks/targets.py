@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from suite import config as cfg_lib
+from suite.errors import SuiteError
 
+TARGETS = ("memory", "compile", "cache", "bfloat16")  # what --targets names, in table order
 IMAGENET_16 = {"train.batch_size": 16}
 LEAN = {"model.cross_attention_chunk": 2048, "model.remat": True}
 
@@ -76,8 +78,12 @@ def bfloat16() -> dict[str, Any]:
 
 
 def measure(which: list[str], log) -> list[dict[str, Any]]:
-    os.environ["PERCEIVER_SUITE_COMPILE_CACHE"] = "off"  # for the in-process compiles
     jobs = {"memory": memory, "compile": compile_time, "cache": cache, "bfloat16": bfloat16}
+    unknown = [name for name in which if name not in jobs]
+    if unknown:
+        raise SuiteError(f"--targets: unknown target {unknown[0]!r}; choose from "
+                         f"{', '.join(TARGETS)}")
+    os.environ["PERCEIVER_SUITE_COMPILE_CACHE"] = "off"  # for the in-process compiles
     rows = []
     for name in which:
         log(f"measuring {name} ...")

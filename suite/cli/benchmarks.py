@@ -7,7 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from suite.cli.common import command, overrides_arg
+from suite.cli.common import command, folder_out, overrides_arg
+from suite.errors import SuiteError
 
 # ------------------------------------------------------------------------------ bench
 
@@ -65,6 +66,7 @@ def run_bench(args: argparse.Namespace) -> int:
     from suite.benchmarks.bench import dispatch_overhead, pipeline_vs_step, write
     from suite.training.devices import machine_description
 
+    check_bench(args)
     command = " ".join(["perceiver-suite bench", *sys.argv[2:]])
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     if args.accelerator is not None:  # before anything starts JAX in this process
@@ -109,6 +111,25 @@ def run_bench(args: argparse.Namespace) -> int:
                  dispatch_overhead())
     print(path.read_text())
     return 0
+
+
+def check_bench(args: argparse.Namespace) -> None:
+    """Counts, names and the output folder, before anything is measured or written."""
+    from suite.benchmarks.targets import TARGETS
+    from suite.tasks import TASKS
+    from suite.training.user_inputs import check_positive
+
+    for flag, value in (("--steps", args.steps), ("--rounds", args.rounds),
+                        ("--report", args.report)):
+        if value is not None:
+            check_positive(value, flag)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if not tasks or any(t not in TASKS for t in tasks):
+        raise SuiteError(f"--tasks {args.tasks!r}: name tasks from {', '.join(TASKS)}")
+    wanted = [t.strip() for t in (args.targets or "").split(",") if t.strip()]
+    if args.targets is not None and (not wanted or any(t not in TARGETS for t in wanted)):
+        raise SuiteError(f"--targets {args.targets!r}: name targets from {', '.join(TARGETS)}")
+    folder_out(args.out, "--out")
 
 
 def loader_table(rows: list[dict], out: Path, name: str, title: str, command: str,
@@ -220,6 +241,20 @@ def _scaling(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_scaling)
 
 
+def check_scaling(args: argparse.Namespace) -> None:
+    """Counts, budgets and model names, before anything is compiled or written."""
+    from suite.benchmarks.scaling import MODELS
+    from suite.training.user_inputs import check_positive
+
+    check_positive(args.batch, "--batch")
+    for flag, value in (("--budget-s", args.budget_s), ("--max-memory-gb", args.max_memory_gb)):
+        if value is not None and not value > 0:  # NaN too
+            raise SuiteError(f"{flag} {value}: must be more than 0")
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not models or any(m not in MODELS for m in models):
+        raise SuiteError(f"--models {args.models!r}: name models from {', '.join(MODELS)}")
+
+
 def run_scaling(args: argparse.Namespace) -> int:
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # children need the GPU
     from suite import config as cfg_lib
@@ -227,7 +262,8 @@ def run_scaling(args: argparse.Namespace) -> int:
     from suite.benchmarks.scaling_report import replot, write
     from suite.training.devices import machine_description
 
-    out = Path(args.out)
+    out = folder_out(args.out, "--out")
+    check_scaling(args)
     if not args.replot:
         rows = sweep([m.strip() for m in args.models.split(",") if m.strip()],
                      sides_for(int_list("--sizes", args.sizes), two_d=args.grid == "2d"),

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Callable
+from pathlib import Path
+
+from suite.errors import SuiteError
 
 EXIT_USER_ERROR = 2
 EXIT_BUSY = 3  # another process trains the run folder
@@ -35,6 +38,14 @@ def load_plugins(args: argparse.Namespace) -> None:
         extend.load_plugins(args.plugin)
 
 
+def folder_out(path: str, flag: str) -> Path:
+    """A folder a command is to write, checked before anything runs: not a file."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise SuiteError(f"{flag} {path}: a file; expected a folder to write into")
+    return folder
+
+
 def overrides_arg(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help=help)
 
@@ -54,15 +65,13 @@ def config_from(args: argparse.Namespace, workdir: str | None = None):
     """The config the command line names; without a preset, that of ``workdir`` (a
     folder from a run or from ``import-official``) if it has one, with the overrides on
     top (``train --workdir DIR train.steps=N`` asks to extend DIR's run)."""
-    from pathlib import Path
-
     from suite import config as cfg_lib
 
     if args.preset is None:
         if workdir and (Path(workdir) / "config.json").exists():
-            from suite.files import read_json
+            from suite.training.run_folder import read_config
 
-            folder = cfg_lib.from_dict(read_json(Path(workdir) / "config.json"))
+            folder = read_config(Path(workdir) / "config.json")
             return cfg_lib.apply_overrides(folder, cfg_lib.parse_overrides(args.overrides))
         return cfg_lib.build(cfg_lib.DEFAULT_PRESET, cfg_lib.parse_overrides(args.overrides))
     return cfg_lib.build(args.preset, cfg_lib.parse_overrides(args.overrides))

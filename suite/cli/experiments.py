@@ -150,6 +150,19 @@ def grid_options(p: argparse.ArgumentParser) -> None:
                    "end; `perceiver-suite report OUT` writes it later")
 
 
+def check_grid_options(args: argparse.Namespace) -> None:
+    """The numbers of :func:`grid_options`, checked before anything is written."""
+    from suite.errors import SpecError
+
+    for flag, value, least in (("--workers", args.workers, 1), ("--time-min", args.time_min, 1),
+                               ("--gpus-per-run", args.gpus_per_run, 0),
+                               ("--array-parallelism", args.array_parallelism, 1)):
+        if value is not None and value < least:
+            raise SpecError(f"{flag}={value} must be >= {least}")
+    if not args.stop_timeout >= 0:  # NaN too
+        raise SpecError(f"--stop-timeout={args.stop_timeout} must be >= 0 (seconds)")
+
+
 def _reason(e: BaseException) -> tuple[str, int]:
     """What a failed process of a multi-process run says, and its exit status."""
     from suite.training import stop
@@ -169,7 +182,6 @@ def _reason(e: BaseException) -> tuple[str, int]:
 
 
 def run_run(args: argparse.Namespace) -> int:
-    from suite.errors import SpecError
     from suite.sweeps import plan
     from suite.sweeps import spec as spec_lib
 
@@ -179,8 +191,7 @@ def run_run(args: argparse.Namespace) -> int:
     runs, out = grid.runs, grid.out
     if args.dry_run:
         return dry_run(args, grid.spec, spec_lib.shard(runs, *shard) if shard else runs, out)
-    if args.workers is not None and args.workers < 1:
-        raise SpecError(f"--workers={args.workers} must be >= 1")
+    check_grid_options(args)
     claim(args, grid)
     if shard:
         runs = spec_lib.shard(runs, *shard)
@@ -295,6 +306,8 @@ def run_sweep(args: argparse.Namespace) -> int:
         print(f"{spec.path} (not written):\n{text}")
         shard = parse_shard(args.shard)
         return dry_run(args, spec, spec_lib.shard(runs, *shard) if shard else runs, out)
+    check_grid_options(args)
+    parse_shard(args.shard)
     path = sweep_lib.write(out, text, force=args.force)
     print(f"spec: {path} (the same grid: perceiver-suite run {path} --out {out})",
           file=sys.stderr)

@@ -74,6 +74,11 @@ def run_data(args: argparse.Namespace) -> int:
             raise SuiteError(f"data {args.task}: {key}={value} is not a data.* key; `data` "
                              "loads the task only (model.* and train.* keys go to train, "
                              "run or describe)")
+    if args.show < 0:
+        raise SuiteError(f"--show {args.show}: must be 0 (no picture) or more")
+    if args.show and args.out and Path(args.out).is_dir():
+        raise SuiteError(f"--out {args.out}: a folder; --show writes one PNG file, e.g. "
+                         f"--out {Path(args.out) / f'{args.task}_examples.png'}")
     ds = load_task(args.task, args.data_dir, overrides)
     if args.verify:
         from suite.data.inspect import render_verify, verify

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from suite.cli.common import command, overrides_arg
+from suite.cli.common import command, folder_out, overrides_arg
 from suite.errors import SuiteError
 
 # --------------------------------------------------------------------- import-official
@@ -38,6 +38,7 @@ def run_import_official(args: argparse.Namespace) -> int:
     from suite import config as cfg_lib
     from suite.training.official import import_official
 
+    folder_out(args.workdir, "--workdir")
     base = cfg_lib.build(args.preset, {})
     done = import_official(Path(args.path), Path(args.workdir), base,
                            cfg_lib.parse_overrides(args.overrides))
@@ -120,6 +121,8 @@ def run_predict(args: argparse.Namespace) -> int:
     user_inputs.check_positive(args.batch_size, "--batch-size")
     if args.out and not Path(args.out).absolute().parent.is_dir():
         raise SuiteError(f"--out {args.out}: its folder does not exist")
+    if args.out and Path(args.out).is_dir():
+        raise SuiteError(f"--out {args.out}: a folder; expected the .npy file to write")
     workdir = Path(args.workdir)
     config = inference.folder_config(workdir)
     top, clipped = user_inputs.check_top(args.top, config.data.num_classes)
@@ -210,8 +213,11 @@ def run_attention(args: argparse.Namespace) -> int:
 
     overrides = cfg_lib.parse_overrides(args.overrides)
     attention.check_overrides(overrides)
-    workdir, out = Path(args.workdir), Path(args.out)
+    workdir, out = Path(args.workdir), folder_out(args.out, "--out")
     config = inference.folder_config(workdir, overrides)
+    n = config.model.num_latents
+    for i in args.latents:
+        user_inputs.check_index(i, n, "--latents", f"the model has {n} latents")
     if args.split:
         ds, split, _ = inference.prepared_example(config, args.split, args.example)
         example = inference.one_example(ds, split, 0)

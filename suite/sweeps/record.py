@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from suite import config as cfg_lib
-from suite.files import read_json, write_json_atomic, write_text_atomic
+from suite.errors import SpecError
+from suite.files import read_json, read_json_object, write_json_atomic, write_text_atomic
 from suite.sweeps.spec import Run, Spec
 
 RECORD = "grid.json"
@@ -49,10 +50,13 @@ def default_out(spec: Spec, overrides: dict[str, str], root: Path = Path("result
     return root / f"{spec.name}+{slug}"
 
 
-def read(out: Path) -> Record | None:
+def read(out: Path, *, strict: bool = False) -> Record | None:
     """The folder's record, or None where there is none (or one without its run set,
-    written before run sets were recorded)."""
+    written before run sets were recorded); ``strict`` (a report): a file that is not a
+    JSON object is one line naming it."""
     path = Path(out) / RECORD
+    if strict and path.exists():
+        read_json_object(path)
     try:
         raw = read_json(path)
         runs = {str(r["id"]): dict(r["varied"]) for r in raw["runs"]}
@@ -74,6 +78,7 @@ def claim(out: Path, spec: Spec, runs: list[Run], overrides: dict[str, str],
     its folder back: the runs of its earlier version are listed apart). Otherwise the
     folder stays the other experiment's, and these runs are listed apart in its report.
     """
+    check_out(out)
     current = read(out)
     if current is not None and not (current.name == spec.name and (
             current.overrides == overrides or not overrides)):
@@ -88,6 +93,17 @@ def claim(out: Path, spec: Spec, runs: list[Run], overrides: dict[str, str],
         "command": command, "runs": [{"id": k, "varied": v, "config": record.configs[k]}
                                      for k, v in record.runs.items()]})
     return record
+
+
+def check_out(out: Path) -> None:
+    """A results folder about to be written: refused where it is a file, or a run folder
+    (a run's files and a grid's would mix)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SpecError(f"{out}: a file, not a results folder; choose another --out")
+    if (out / "config.json").is_file():
+        raise SpecError(f"{out}: a run folder (it holds config.json), not a results folder; "
+                        "choose another --out")
 
 
 def from_spec_copy(out: Path) -> Record | None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from suite import provenance
 from suite.errors import SuiteError
-from suite.files import read_json, write_text_atomic
+from suite.files import read_json, read_json_object, write_text_atomic
 
 SUMMARY_FIELDS = (
     "params", "flops_per_step_analytic", "flops_per_step_xla", "flops_per_example_analytic",
@@ -53,29 +53,15 @@ def _flat_config(config: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def _json_kind(value: Any) -> str:
-    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(value), "a number")
-
-
 def read_object(path: Path, *, strict: bool = False) -> dict[str, Any] | None:
     """A JSON file that should hold an object: the object, or None where the file is not
     JSON or holds something else; with ``strict``, one line naming the file instead."""
     try:
-        found = read_json(path)
-    except (OSError, ValueError) as e:
+        return read_json_object(path)
+    except SuiteError:
         if strict:
-            detail = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
-            raise SuiteError(f"{path}: not readable JSON ({detail})") from None
+            raise
         return None
-    if isinstance(found, dict):
-        return found
-    if strict:
-        shown = repr(found)
-        raise SuiteError(f"{path}: holds {_json_kind(found)} "
-                         f"({shown if len(shown) <= 60 else shown[:57] + '...'}), not an "
-                         "object of keys")
-    return None
 
 
 def _config_of(run_dir: Path, strict: bool) -> dict[str, Any] | None:

@@ -27,6 +27,7 @@ from typing import Any
 from suite import config as cfg_lib
 from suite.config.validation import is_table, is_union
 from suite.errors import SpecError, SuiteError
+from suite.sweeps import record
 from suite.sweeps import spec as spec_lib
 
 SPEC_FILE = "spec.toml"
@@ -203,6 +204,7 @@ def _show(value: Any) -> str:
 def write(out: Path, text: str, *, force: bool) -> Path:
     """``out/spec.toml``: written, or kept if it holds this sweep already; a differing one
     is refused (one line naming the first differing key) unless ``force``."""
+    record.check_out(out)
     path = Path(out) / SPEC_FILE
     if path.exists():
         new, _ = check(text, max_runs=None)

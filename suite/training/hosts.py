@@ -33,6 +33,7 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         num_processes = int(os.environ["PERCEIVER_SUITE_NUM_PROCESSES"])
     if process_id is None and os.environ.get("PERCEIVER_SUITE_PROCESS_ID"):
         process_id = int(os.environ["PERCEIVER_SUITE_PROCESS_ID"])
+    check_processes(num_processes, process_id)
     auto = "SLURM_JOB_ID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1 \
         or "TPU_WORKER_HOSTNAMES" in os.environ
     if coordinator is None and not auto:
@@ -40,6 +41,18 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                                process_id=process_id)
     return jax.process_count() > 1
+
+
+def check_processes(num_processes: int | None, process_id: int | None) -> None:
+    """A process count of at least one, and this process's index among them: JAX would
+    otherwise wait for peers that never come, or fail deep in its start-up."""
+    if num_processes is not None and num_processes < 1:
+        raise ConfigError(f"--num-processes {num_processes}: must be at least 1")
+    if process_id is not None and (process_id < 0 or (num_processes is not None
+                                                      and process_id >= num_processes)):
+        span = f"0..{num_processes - 1}" if num_processes is not None else ">= 0"
+        raise ConfigError(f"--process-id {process_id}: must be {span} (an index among "
+                          "--num-processes)")
 
 
 def _client() -> Any:

@@ -33,12 +33,11 @@ from suite.data.images import ImageFiles
 from suite.data.pipeline import IMAGENET_MEAN, IMAGENET_STD
 from suite.data.sources import Split
 from suite.errors import CheckpointError, SuiteError
-from suite.files import read_json
 from suite.models.registry import build_model
 from suite.training import user_inputs
 from suite.training.checkpoint import Checkpointer
 from suite.training.optim import optimizer as make_optimizer
-from suite.training.run_folder import CHECKPOINTS, CONFIG
+from suite.training.run_folder import CHECKPOINTS, CONFIG, read_config
 
 SHOWN = 20  # examples printed when no --out is given
 
@@ -48,7 +47,7 @@ def folder_config(workdir: Path, overrides: dict[str, Any] | None = None) -> Con
     path = Path(workdir) / CONFIG
     if not path.exists():
         raise SuiteError(f"{workdir}: no {CONFIG} (not a run folder)")
-    config = cfg_lib.from_dict(read_json(path))
+    config = read_config(path)
     return cfg_lib.apply_overrides(config, overrides) if overrides else config
 
 

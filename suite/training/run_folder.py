@@ -18,11 +18,12 @@ from typing import Any
 
 from suite import config as cfg_lib
 from suite.config import Config, TrainConfig
-from suite.errors import CheckpointError, SuiteError
+from suite.errors import CheckpointError, ConfigError, SuiteError
 from suite.files import (
     append_jsonl,
     drop_torn_line,
     read_json,
+    read_json_object,
     read_jsonl,
     write_json_atomic,
     write_text_atomic,
@@ -33,6 +34,16 @@ EXTENDED = "extended.json"  # train.steps raised on a completed run: when, from,
 CHECKPOINTS = "checkpoints"
 
 
+def read_config(path: Path) -> Config:
+    """A run folder's config.json as a Config: one line naming the file where it is not
+    JSON, not a JSON object, or not a valid config."""
+    data = read_json_object(path)
+    try:
+        return cfg_lib.from_dict(data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
 def check_config(workdir: Path, config: Config, *, primary: bool = True) -> str | None:
     """Refuse a folder that holds a run of another config, but one change: a completed
     run with a constant learning rate may go on for more steps (``train.steps`` raised),
@@ -40,13 +51,15 @@ def check_config(workdir: Path, config: Config, *, primary: bool = True) -> str 
     ``extended.json``, its summary set aside, config.json rewritten by the ``primary``
     process) and resumes from its last checkpoint; what was done is returned, for the log.
     """
+    if workdir.exists() and not workdir.is_dir():
+        raise CheckpointError(f"{workdir}: a file, not a run folder; use another --workdir")
     path = workdir / CONFIG
     if not path.exists():
         return None
     try:
-        existing = cfg_lib.from_dict(read_json(path))
-    except (ValueError, SuiteError) as e:
-        raise CheckpointError(f"{path}: unreadable config ({e}); move the folder away") from None
+        existing = read_config(path)
+    except SuiteError as e:
+        raise CheckpointError(f"{e} (an unreadable config); move the folder away") from None
     if existing == config:
         return None
     flat_old, flat_new = cfg_lib.flatten(existing), cfg_lib.flatten(config)

@@ -367,6 +367,7 @@ def train_and_evaluate(
     """
     workdir = Path(workdir).absolute()
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    check_config(workdir, config, primary=False)  # a refusal before the lock writes nothing
     owner = lock.holding(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
     with stop.guard(), owner:  # the folder is locked by process 0 of a multi-host run
         stop.reset()

@@ -19,6 +19,8 @@ def read_array(path: Path, flag: str) -> np.ndarray:
     complex numbers, a scalar and an empty batch."""
     path = Path(path)
     where = f"{flag} {path}"
+    if path.is_dir():
+        raise SuiteError(f"{where}: a folder; expected a .npy file")
     if not path.is_file():
         raise SuiteError(f"{where}: no such file")
     if path.stat().st_size == 0:
@@ -87,6 +89,13 @@ def check_example(n: int, count: int, where: str) -> int:
         raise SuiteError(f"--example {n}: {where} has {count} example"
                          f"{'' if count == 1 else 's'} (0..{count - 1})")
     return n
+
+
+def check_index(i: int, count: int, flag: str, what: str) -> int:
+    """``i`` as an index of ``count`` things (a latent, a cross-attend), else one line."""
+    if not 0 <= i < count:
+        raise SuiteError(f"{flag} {i}: {what} (0..{count - 1})")
+    return i
 
 
 def value_span(array: np.ndarray) -> tuple[float, float]:

@@ -28,11 +28,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from suite import config as cfg_lib
 from suite.config import Config, TrainConfig
 from suite.errors import CheckpointError, ConfigError, SuiteError
-from suite.files import read_json
 from suite.training.checkpoint import TOP_NAMES, Checkpointer
+from suite.training.run_folder import read_config
 
 CHECKPOINTS, CONFIG = "checkpoints", "config.json"
 # What ``optim.optimizer`` builds the update from: carried state means the same update.
@@ -73,8 +72,8 @@ def check_carry(config: Config, source: Path) -> None:
     if config.train.init_optimizer != "carry":
         return
     try:
-        theirs = cfg_lib.from_dict(read_json(source / CONFIG)).train
-    except (OSError, ValueError, SuiteError) as e:
+        theirs = read_config(source / CONFIG).train
+    except SuiteError as e:
         raise ConfigError(f"train.init_optimizer='carry': {source / CONFIG} is unreadable "
                           f"({e}), so its optimizer cannot be compared; use "
                           "train.init_optimizer=fresh") from None
