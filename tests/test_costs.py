@@ -17,7 +17,7 @@ from suite.analysis.describe import describe
 from suite.data import load
 from suite.data.sources import Split, stratified
 from suite.models.flops import compiled_forward, cost_of
-from suite.training import devices
+from suite.platform import devices
 from suite.training.trainer import train_and_evaluate
 
 

@@ -21,7 +21,7 @@ from suite.models.layers import (
     mixed_dense,
 )
 from suite.models.perceiver import layer_schedule, segments
-from suite.training import devices
+from suite.platform import devices
 
 RNG = np.random.default_rng(0)
 DEEP = {"model.num_blocks": 4, "model.num_cross_attends": 4, "model.self_attends_per_block": 1}

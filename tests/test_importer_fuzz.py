@@ -20,7 +20,7 @@ import pytest
 from numpy._core import multiarray
 
 from suite.cli import main
-from suite.training.official import OfficialFormatError, read_pickle
+from suite.weights.official import OfficialFormatError, read_pickle
 
 LIMIT = 1 << 30  # the child's address space: numpy and the suite take ~150 MB of it
 PEAK_MB = 300  # the most the child may have held at once, all hostile files read
@@ -99,7 +99,7 @@ HOSTILE = {  # name -> (file contents, what the one line must say)
 
 CHILD = """
 import json, resource, sys
-from suite.training.official import OfficialFormatError, read_pickle
+from suite.weights.official import OfficialFormatError, read_pickle
 resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
 outcome = {{}}
 for path in sys.argv[1:]:

@@ -14,7 +14,7 @@ from flax import nnx
 from suite import config as C
 from suite import data as data_lib
 from suite.cli import main
-from suite.training.inference import folder_config, load_state, top_classes, top_table
+from suite.inference.predict import folder_config, load_state, top_classes, top_table
 from suite.training.optim import optimizer as make_optimizer
 from suite.training.optim import schedule
 from suite.training.steps import Steps

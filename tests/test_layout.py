@@ -12,7 +12,8 @@ SUITE = Path(__file__).parent.parent / "suite"
 STAGES = {
     "errors": 0, "files": 0, "fmt": 0, "provenance": 0, "tasks": 0, "extend": 0, "plugins": 0,
     "config": 1,
-    "models": 2, "data": 2, "training": 3, "sweeps": 4, "analysis": 5, "benchmarks": 5,
+    "models": 2, "data": 2, "platform": 2, "training": 3, "weights": 3.5, "inference": 3.5,
+    "sweeps": 4, "analysis": 5, "benchmarks": 5,
     "cli": 6, "api": 6, "__main__": 6, "__init__": 0,
 }
 MAX_MODULE_LINES = 400
@@ -110,5 +111,22 @@ def test_modules_and_functions_stay_small(module):
 
 def test_the_listing_reads_as_the_flow():
     folders = sorted(p.name for p in SUITE.iterdir() if p.is_dir() and p.name != "__pycache__")
-    assert folders == ["analysis", "benchmarks", "cli", "config", "data", "models", "sweeps",
-                       "training"]
+    assert folders == ["analysis", "benchmarks", "cli", "config", "data", "inference", "models",
+                       "platform", "sweeps", "training", "weights"]
+
+
+# Where a newcomer looks for a thing, by the question they have.
+HOMES = {
+    "training": {"checkpoint", "figures", "lock", "optim", "periodic", "preflight", "run_folder",
+                 "steps", "stop", "trainer", "warm_start", "writers"},  # the loop and its folder
+    "weights": {"official", "hf_format", "safe_pickle"},  # where weights come in
+    "inference": {"predict", "user_inputs"},  # a trained run put to use
+    "platform": {"devices", "hosts", "sharding", "doctor"},  # what runs where
+}
+
+
+@pytest.mark.parametrize("folder", sorted(HOMES))
+def test_each_folder_holds_its_own_job_and_training_at_most_a_dozen(folder):
+    found = {p.stem for p in (SUITE / folder).glob("*.py") if p.stem != "__init__"}
+    assert found == HOMES[folder]
+    assert len(HOMES["training"]) <= 12

@@ -13,9 +13,9 @@ import pytest
 
 from suite import config as C
 from suite.cli import main
-from suite.training.hf_format import HFFormatError, read_folder
-from suite.training.inference import predict_arrays
-from suite.training.official import OfficialFormatError, import_official, read_pickle
+from suite.inference.predict import predict_arrays
+from suite.weights.hf_format import HFFormatError, read_folder
+from suite.weights.official import OfficialFormatError, import_official, read_pickle
 
 H = W = 8  # an 8x8 RGB image, 2 Fourier bands: C = 3 + 2 (2 x 2 + 1) = 13
 BANDS, N, D, CLASSES, SELFS, BLOCKS, HEADS = 2, 4, 16, 5, 2, 2, 2

@@ -81,7 +81,7 @@ def test_a_checkpoint_restores_onto_two_devices_and_onto_one(one_device, tmp_pat
     assert "resuming from step 20" in err
     np.testing.assert_allclose(losses(resumed), losses(four), rtol=1e-4)
     code = ("import json, sys, jax; from suite import config as C; "
-            "from suite.training.inference import load_state; "
+            "from suite.inference.predict import load_state; "
             "c = C.from_dict(json.load(open(sys.argv[1] + '/config.json'))); "
             "m, step = load_state(c, sys.argv[1]); print(step, len(jax.devices()))")
     done = subprocess.run([sys.executable, "-c", code, str(four)], capture_output=True,

@@ -16,7 +16,7 @@ from flax import nnx
 
 from suite import config as C
 from suite.files import read_jsonl
-from suite.training.inference import load_state
+from suite.inference.predict import load_state
 from suite.training.trainer import train_and_evaluate
 
 SMALL = {

@@ -14,9 +14,9 @@ from suite.cli import main
 from suite.data.skips import BadData, SkipLog
 from suite.data.sources import Split
 from suite.models.flops import train_flops
+from suite.platform import devices, doctor
 from suite.sweeps import dry_run
 from suite.sweeps import spec as spec_lib
-from suite.training import devices, doctor
 from suite.training.trainer import train_and_evaluate
 
 QUIET = {"progress": False, "log": lambda m: None}
@@ -38,10 +38,9 @@ def no_jax_cache(monkeypatch):
 
 def fake_doctor(monkeypatch):
     """``devices`` without its measured peak and test step (they do not touch the cache)."""
-    monkeypatch.setattr(doctor, "smoke_test", lambda: {
-        "compile_seconds": 1.0, "step_seconds": 0.01, "loss": 2.3, "ok": True})
     monkeypatch.setattr(devices, "peak_flops", lambda dtype, fresh=False: (1e12, "measured"))
-    return doctor.render(doctor.doctor())
+    return doctor.render(doctor.doctor(lambda: {
+        "compile_seconds": 1.0, "step_seconds": 0.01, "loss": 2.3, "ok": True}))
 
 
 def test_devices_reports_the_cache_training_then_turns_on(no_jax_cache, monkeypatch, tmp_path):

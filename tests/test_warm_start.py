@@ -17,10 +17,10 @@ from suite import config as C
 from suite.cli import main
 from suite.errors import CheckpointError, ConfigError
 from suite.files import read_json
+from suite.inference.predict import load_state
 from suite.models.registry import build_model
 from suite.sweeps.spec import run_id
 from suite.training import stop, warm_start
-from suite.training.inference import load_state
 from suite.training.optim import optimizer as make_optimizer
 from suite.training.run_folder import check_config, write_config, write_summary
 from suite.training.trainer import train_and_evaluate

@@ -214,7 +214,7 @@ def report_figures(out: Path, frame: Any, spec: Any, report_dir: Path) -> list[P
     """``report --attention``: per cell, the maps of eval example 0 at the first and the
     last cross-attend, from the cell's lowest completed seed."""
     from suite.analysis.plots import cell_label
-    from suite.training.inference import folder_config, load_state
+    from suite.inference.predict import folder_config, load_state
 
     done = frame[(frame["status"] == "completed")]
     if done.empty or "model.kind" in done and (done["model.kind"] != "perceiver").all():

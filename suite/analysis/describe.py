@@ -71,8 +71,8 @@ def xla_note(cost: dict[str, Any], analytic: float, savings: float) -> str:
 
 def train_step(config: Config) -> dict[str, Any]:
     """The train step compiled on abstract shapes: seconds, and XLA's memory in bytes."""
+    from suite.platform.devices import enable_compile_cache
     from suite.training import preflight
-    from suite.training.devices import enable_compile_cache
 
     enable_compile_cache()
     graphdef, state = preflight.abstract_state(config)

@@ -5,19 +5,19 @@ Seeds are the replicates: a cell's runs differ in nothing but the seed, so its s
 is the seed noise, and two cells that ran the same seeds pair on them (the seed fixes
 the initialisation and the data order for both).
 
-Why permutation tests and not t tests. A table has 2 to 5 seeds a cell and its metric
-is discrete (an accuracy moves in steps of one eval example). A t test's p-value rests
-on a normal sampling distribution and a variance estimated from those few values: with
-3 seeds one more correct example on every seed has zero spread, so t is infinite and
-p = 0 ("moved"), while a larger but noisier shift gets p = 0.06. Neither is a valid
-p-value, and a t test wherever the differences vary would still call one or two more
-correct examples on each of 3 seeds "moved" (p = 0.04). The exact tests here need only that, where two cells do not differ, their
-per-seed differences are as likely negative as positive (paired) or their runs are
-exchangeable (unpaired); their p-value is the share of the 2^n sign flips (or of the
-relabellings) whose mean difference is at least as far from 0 as the one observed. The
-price is honest: the smallest p n paired seeds can give is 2 / 2^n (0.25 with 3 seeds,
-0.0625 with 5, 0.031 with 6), so a table of few seeds cannot decide anything at 5%,
-and says so (:func:`undecidable`) instead of guessing.
+Why permutation tests and not t tests. A table has 2 to 5 seeds a cell and its metric is
+discrete (an accuracy moves in steps of one eval example). A t test's p-value rests on a
+normal sampling distribution and a variance estimated from those few values: with 3 seeds
+one more correct example on every seed has zero spread, so t is infinite and p = 0
+("moved"), while a larger but noisier shift gets p = 0.06. Neither is a valid p-value, and
+a t test wherever the differences vary would still call one or two more correct examples
+on each of 3 seeds "moved" (p = 0.04). The exact tests here need only that, where two
+cells do not differ, their per-seed differences are as likely negative as positive
+(paired) or their runs are exchangeable (unpaired); their p-value is the share of the 2^n
+sign flips (or of the relabellings) whose mean difference is at least as far from 0 as the
+one observed. The price is honest: the smallest p n paired seeds can give is 2 / 2^n (0.25
+with 3 seeds, 0.0625 with 5, 0.031 with 6), so a table of few seeds cannot decide anything
+at 5%, and says so (:func:`undecidable`) instead of guessing.
 
 A table tests many cells against one; :func:`decide` corrects for that with Holm's
 step-down method over the cells tested (the family), which keeps the chance that any

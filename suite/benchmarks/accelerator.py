@@ -89,7 +89,7 @@ def check(parts: list[str], out: Path, *, tiny: bool, limits: dict[str, float],
           command: str, log: Callable[[str], None]) -> tuple[str, bool]:
     """Run ``parts`` (``devices`` first, whose facts decide the sizes), write the table;
     its Markdown and whether every part is ok."""
-    from suite.training.devices import cpu_count, cpu_model
+    from suite.platform.devices import cpu_count, cpu_model
 
     start, rows = time.monotonic(), []
     cpu = tiny or os.environ.get("JAX_PLATFORMS", "").strip().lower() == "cpu"

@@ -43,9 +43,10 @@ def devices(tiny: bool, emit: Emit) -> None:
     """The ``devices`` command's facts, the platform's version and the NVIDIA driver."""
     import jax
 
-    from suite.training.doctor import doctor
+    from suite.platform.doctor import doctor
+    from suite.training.steps import smoke_test
 
-    info = doctor()
+    info = doctor(smoke_test)
     first = jax.local_devices()[0]
     memory = info["devices"][0].get("memory_bytes")
     emit(backend=info["backend"], device_kind=first.device_kind,
@@ -216,7 +217,7 @@ def measure(config: cfg_lib.Config, plan: Any, state: Any, steps: int, burn_in: 
     """Time a planned train step; its FLOPs, MFU, predicted and measured memory."""
     from suite.benchmarks.bench import time_step, utilisation
     from suite.models.flops import cost_of, train_flops
-    from suite.training.devices import peak_device_bytes
+    from suite.platform.devices import peak_device_bytes
 
     size = config.train.batch_size
     batch = synthetic_batch(config, size)

@@ -21,7 +21,7 @@ from suite.errors import DataError
 from suite.files import write_text_atomic
 from suite.models.flops import train_flops
 from suite.models.registry import build_model
-from suite.training.devices import machine_description, peak_flops
+from suite.platform.devices import machine_description, peak_flops
 from suite.training.optim import optimizer as make_optimizer
 from suite.training.optim import schedule as make_schedule
 from suite.training.steps import Steps

@@ -142,7 +142,7 @@ def measure(config: Config, batch: int, steps: int, emit=print) -> None:
     from flax import nnx
 
     from suite.models.registry import build_model
-    from suite.training import devices
+    from suite.platform import devices
     from suite.training.optim import optimizer, schedule
     from suite.training.steps import Steps
 
@@ -221,7 +221,7 @@ def _measure_in_subprocess(config: Config, batch: int, steps: int, budget_s: flo
 def memory_limit() -> int:
     """Memory one point may use: 90% of one device's on accelerators, else 70% of the
     host's available memory."""
-    from suite.training import devices
+    from suite.platform import devices
 
     device = devices.device_memory_bytes()
     return int(0.9 * device) if device else int(0.7 * devices.available_host_bytes())

@@ -64,7 +64,7 @@ def _bench(sub: argparse._SubParsersAction) -> None:
 
 def run_bench(args: argparse.Namespace) -> int:
     from suite.benchmarks.bench import dispatch_overhead, pipeline_vs_step, write
-    from suite.training.devices import machine_description
+    from suite.platform.devices import machine_description
 
     check_bench(args)
     command = " ".join(["perceiver-suite bench", *sys.argv[2:]])
@@ -116,8 +116,8 @@ def run_bench(args: argparse.Namespace) -> int:
 def check_bench(args: argparse.Namespace) -> None:
     """Counts, names and the output folder, before anything is measured or written."""
     from suite.benchmarks.targets import TARGETS
+    from suite.inference.user_inputs import check_positive
     from suite.tasks import TASKS
-    from suite.training.user_inputs import check_positive
 
     for flag, value in (("--steps", args.steps), ("--rounds", args.rounds),
                         ("--report", args.report)):
@@ -244,7 +244,7 @@ def _scaling(sub: argparse._SubParsersAction) -> None:
 def check_scaling(args: argparse.Namespace) -> None:
     """Counts, budgets and model names, before anything is compiled or written."""
     from suite.benchmarks.scaling import MODELS
-    from suite.training.user_inputs import check_positive
+    from suite.inference.user_inputs import check_positive
 
     check_positive(args.batch, "--batch")
     for flag, value in (("--budget-s", args.budget_s), ("--max-memory-gb", args.max_memory_gb)):
@@ -260,7 +260,7 @@ def run_scaling(args: argparse.Namespace) -> int:
     from suite import config as cfg_lib
     from suite.benchmarks.scaling import int_list, sides_for, sweep
     from suite.benchmarks.scaling_report import replot, write
-    from suite.training.devices import machine_description
+    from suite.platform.devices import machine_description
 
     out = folder_out(args.out, "--out")
     check_scaling(args)

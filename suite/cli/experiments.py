@@ -74,7 +74,7 @@ def train_config(args: argparse.Namespace):
 
 def run_train(args: argparse.Namespace) -> int:
     from suite import api
-    from suite.training import hosts
+    from suite.platform import hosts
 
     several = hosts.initialize(args.coordinator, args.num_processes, args.process_id)
     try:

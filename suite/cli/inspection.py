@@ -109,9 +109,10 @@ def _devices(sub: argparse._SubParsersAction) -> None:
 
 
 def run_devices(args: argparse.Namespace) -> int:
-    from suite.training.doctor import doctor, render
+    from suite.platform.doctor import doctor, render
+    from suite.training.steps import smoke_test
 
-    info = doctor()
+    info = doctor(smoke_test)
     print(json.dumps(info, indent=2) if args.json else render(info))
     return 0 if info["smoke_test"]["ok"] else 1
 

@@ -36,7 +36,7 @@ def _import_official(sub: argparse._SubParsersAction) -> None:
 
 def run_import_official(args: argparse.Namespace) -> int:
     from suite import config as cfg_lib
-    from suite.training.official import import_official
+    from suite.weights.official import import_official
 
     folder_out(args.workdir, "--workdir")
     base = cfg_lib.build(args.preset, {})
@@ -69,8 +69,8 @@ def _evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from suite.training.inference import evaluate_folder
-    from suite.training.user_inputs import check_positive
+    from suite.inference.predict import evaluate_folder
+    from suite.inference.user_inputs import check_positive
 
     check_positive(args.batch_size, "--batch-size")
     print(json.dumps(evaluate_folder(Path(args.workdir), args.split, args.data_dir,
@@ -108,7 +108,8 @@ def _predict(sub: argparse._SubParsersAction) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from suite.training import inference, user_inputs
+    from suite.inference import predict as inference
+    from suite.inference import user_inputs
 
     given = [name for name, v in (("--raw", args.raw), ("--inputs", args.inputs),
                                   ("image files", args.images), ("--split", args.split)) if v]
@@ -208,8 +209,9 @@ def run_attention(args: argparse.Namespace) -> int:
     from suite import config as cfg_lib
     from suite import provenance
     from suite.analysis import attention
-    from suite.training import inference, user_inputs
-    from suite.training.devices import machine_description
+    from suite.inference import predict as inference
+    from suite.inference import user_inputs
+    from suite.platform.devices import machine_description
 
     overrides = cfg_lib.parse_overrides(args.overrides)
     attention.check_overrides(overrides)

@@ -32,9 +32,9 @@ from suite import fmt
 from suite.config import Config
 from suite.models import count_params
 from suite.models.flops import train_flops
+from suite.platform.devices import cpu_count
 from suite.sweeps.results import read_run
 from suite.sweeps.spec import Run, Spec
-from suite.training.devices import cpu_count
 
 # LLVM unoptimised: the code is never run, and buffer assignment happens before it
 FAST_COMPILE = {"xla_backend_optimization_level": 0}

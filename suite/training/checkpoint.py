@@ -39,6 +39,8 @@ ITEMS = ("state", "data", "meta")
 MANIFEST = "suite_manifest.json"  # our integrity record, written after Orbax commits
 COMMIT_MARKER = "commit_success.txt"  # Orbax's: the step was finalised
 TOP_NAMES = {"0": "model", "1": "optimizer"}  # the state is the pair (model, optimizer)
+FRESH_DATA = {"stream": "from the start"}  # a checkpoint whose data stream starts afresh
+# (imported weights at step 0)
 
 
 def _is_key(x: Any) -> bool:

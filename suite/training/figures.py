@@ -15,7 +15,7 @@ import jax
 from suite import provenance
 from suite.config import Config
 from suite.models.flops import analytic_flops, flops_source, train_flops
-from suite.training import devices
+from suite.platform import devices
 
 
 def run_figures(config: Config, step_flops_xla: float, step_seconds: float | None, plan: Any,

@@ -27,8 +27,8 @@ from suite.config import Config
 from suite.config.layout import layouts
 from suite.errors import ConfigError, SuiteError
 from suite.models import build_model
+from suite.platform import devices, sharding
 from suite.tasks import TASKS
-from suite.training import devices, sharding
 from suite.training.optim import optimizer, schedule
 from suite.training.steps import Steps
 

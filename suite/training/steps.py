@@ -7,6 +7,8 @@ dict of scalars; nothing in it touches the host.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -153,3 +155,29 @@ def mean_average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
         return float("nan")
     return float(average_precision_score(labels[:, present], scores[:, present],
                                          average="macro"))
+
+
+def smoke_test() -> dict[str, Any]:
+    """Build, compile and run one train step of a tiny Perceiver on the default device."""
+    import time
+
+    from suite import config as cfg_lib
+    from suite.models import build_model
+    from suite.training.optim import optimizer, schedule
+
+    config = cfg_lib.build("synthetic", {"train.batch_size": 8})
+    model = build_model(config, rngs=nnx.Rngs(0))
+    graphdef, state = nnx.split((model, nnx.Optimizer(model, optimizer(config.train),
+                                                      wrt=nnx.Param)))
+    steps = Steps(graphdef, config, schedule(config.train))
+    d = config.data
+    batch = {"inputs": np.random.default_rng(0).normal(size=(8, *d.index_dims, d.channels))
+             .astype(np.float32), "label": np.arange(8, dtype=np.int32) % d.num_classes}
+    start = time.perf_counter()
+    compiled = steps.train_step.lower(state, batch).compile()
+    compile_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    _, metrics = compiled(state, batch)
+    loss = float(jax.device_get(metrics["loss"]))
+    return {"compile_seconds": compile_seconds, "step_seconds": time.perf_counter() - start,
+            "loss": loss, "ok": bool(np.isfinite(loss))}

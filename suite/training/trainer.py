@@ -31,10 +31,11 @@ from suite.config import Config, flatten
 from suite.data.skips import BadData, SkipLog
 from suite.models.flops import cost_of
 from suite.models.registry import build_model, count_params
-from suite.training import devices, hosts, lock, preflight, stop, warm_start
-from suite.training.checkpoint import Checkpointer
+from suite.platform import devices, hosts
+from suite.platform.sharding import Placement
+from suite.training import lock, preflight, stop, warm_start
+from suite.training.checkpoint import FRESH_DATA, Checkpointer
 from suite.training.figures import run_figures
-from suite.training.official import FRESH_DATA
 from suite.training.optim import optimizer as make_optimizer
 from suite.training.periodic import Every, Window
 from suite.training.run_folder import (
@@ -49,7 +50,6 @@ from suite.training.run_folder import (
     write_config,
     write_summary,
 )
-from suite.training.sharding import Placement
 from suite.training.steps import METRIC_KEYS, evaluate
 from suite.training.writers import JsonlWriter, TensorBoardWriter, Writers, hparams
 

@@ -29,7 +29,7 @@ import numpy as np
 from suite import config as cfg_lib
 from suite.config import Config
 from suite.errors import SuiteError
-from suite.training import hf_format, safe_pickle
+from suite.weights import hf_format, safe_pickle
 
 ENCODER = "perceiver_encoder/~/"
 DECODER = "classification_decoder/~/basic_decoder/"
@@ -197,7 +197,7 @@ def import_official(path: Path, workdir: Path, base: Config,
 
     from suite.files import write_json_atomic
     from suite.models.registry import build_model
-    from suite.training.checkpoint import Checkpointer
+    from suite.training.checkpoint import FRESH_DATA, Checkpointer
     from suite.training.optim import optimizer
     from suite.training.run_folder import CHECKPOINTS, write_config
 
@@ -232,5 +232,3 @@ def import_official(path: Path, workdir: Path, base: Config,
                 "fine-tune them"})
     return Imported(config, arrays, digest)
 
-
-FRESH_DATA = {"stream": "from the start"}  # a checkpoint whose data stream starts afresh

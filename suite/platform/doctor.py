@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import time
+from collections.abc import Callable
 from typing import Any
 
 from suite.errors import SuiteError
@@ -41,40 +41,13 @@ def backend_or_error() -> str:
                          f"'.[tpu]') or unset JAX_PLATFORMS") from None
 
 
-def smoke_test() -> dict[str, Any]:
-    """Build, compile and run one train step of a tiny Perceiver on the default device."""
-    import jax
-    import numpy as np
-    from flax import nnx
-
-    from suite import config as cfg_lib
-    from suite.models import build_model
-    from suite.training.optim import optimizer, schedule
-    from suite.training.steps import Steps
-
-    config = cfg_lib.build("synthetic", {"train.batch_size": 8})
-    model = build_model(config, rngs=nnx.Rngs(0))
-    graphdef, state = nnx.split((model, nnx.Optimizer(model, optimizer(config.train),
-                                                      wrt=nnx.Param)))
-    steps = Steps(graphdef, config, schedule(config.train))
-    d = config.data
-    batch = {"inputs": np.random.default_rng(0).normal(size=(8, *d.index_dims, d.channels))
-             .astype(np.float32), "label": np.arange(8, dtype=np.int32) % d.num_classes}
-    start = time.perf_counter()
-    compiled = steps.train_step.lower(state, batch).compile()
-    compile_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    _, metrics = compiled(state, batch)
-    loss = float(jax.device_get(metrics["loss"]))
-    return {"compile_seconds": compile_seconds, "step_seconds": time.perf_counter() - start,
-            "loss": loss, "ok": bool(np.isfinite(loss))}
-
-
-def doctor() -> dict[str, Any]:
+def doctor(smoke_test: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The facts above, and ``smoke_test()``'s one train step (the trainer's own step,
+    passed in: this module sits below training)."""
     backend = backend_or_error()
     import jax
 
-    from suite.training import devices as dev
+    from suite.platform import devices as dev
 
     local = []
     for d in jax.local_devices():

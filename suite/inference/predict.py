@@ -33,8 +33,8 @@ from suite.data.images import ImageFiles
 from suite.data.pipeline import IMAGENET_MEAN, IMAGENET_STD
 from suite.data.sources import Split
 from suite.errors import CheckpointError, SuiteError
+from suite.inference import user_inputs
 from suite.models.registry import build_model
-from suite.training import user_inputs
 from suite.training.checkpoint import Checkpointer
 from suite.training.optim import optimizer as make_optimizer
 from suite.training.run_folder import CHECKPOINTS, CONFIG, read_config
