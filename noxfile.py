@@ -48,8 +48,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def docs(session: nox.Session) -> None:
-    """The docs site from docs/ into site/ (``mkdocs build --strict``: a broken link, a
-    missing page or a spec key without its line in docs/hooks.py fails it)."""
+    """The docs site, docs/ built into site/ by ``mkdocs build --strict``.
+
+    A broken link or anchor, a missing page or a spec key without its line in
+    docs/hooks.py fails the build."""
     _install(session, "docs")
     session.run("mkdocs", "build", "--strict", "--site-dir", "site", *session.posargs,
                 env={**JOB_ENV, "NO_MKDOCS_2_WARNING": "1"})
