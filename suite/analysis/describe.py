@@ -143,9 +143,10 @@ def render(info: dict[str, Any]) -> str:
                  "  (3 x forward: the forward pass and a backward of twice its cost)")
     if "flops_xla" in info:
         lines.append(f"XLA forward FLOPs/example  = {_fmt_flops(info['flops_xla'])}"
-                     f"  ({100 * info['flops_xla_ratio']:.1f}% of analytic; compiled in "
-                     f"{info['xla_compile_seconds']:.1f}s)")
-        if "flops_xla_note" in info:
+                     + (f"  ({100 * info['flops_xla_ratio']:.1f}% of analytic; " if
+                        count == "analytic" else "  (the count above, no analytic one; ")
+                     + f"compiled in {info['xla_compile_seconds']:.1f}s)")
+        if "flops_xla_note" in info and count == "analytic":
             lines.append(f"  note: {info['flops_xla_note']}")
     if "train_step" in info:
         t = info["train_step"]

@@ -105,7 +105,7 @@ class ModelConfig:
 class DataConfig:
     """Which data set and how to feed it. Shape fields left None come from the task."""
 
-    task: str = "digits"
+    task: str = "digits"  # the data set (`perceiver-suite data` lists them)
     data_dir: str | None = None  # where the files live; None: the task's default place
     index_dims: tuple[int, ...] | None = None  # input grid / item count; None: the task's
     channels: int | None = None  # C before position features; None: the task's
@@ -133,7 +133,7 @@ class DataConfig:
     mixup: float = 0.0  # MixUp's Beta(a, a) (0: off; Perceiver IO: 0.2)
     cutmix: float = 0.0  # CutMix's Beta(a, a) (0: off; Perceiver IO: 1, a uniform ratio)
     permutation: Permutation = "none"  # one fixed permutation of input items (Table 2)
-    permutation_seed: int = 0
+    permutation_seed: int = 0  # which fixed permutation data.permutation applies
     bad_examples: BadExamples = "skip"  # an unreadable file: replaced and counted, or fatal
     max_bad_fraction: float = 0.01  # stop a run once more of a split's files are unreadable
     max_bad_files: int = 5  # ... and more than this many: one bad file in a small folder
@@ -146,23 +146,23 @@ class DataConfig:
 class TrainConfig:
     """Optimisation. Paper: LAMB, no warmup, step decay at 84/102/114 of 120 epochs."""
 
-    steps: int = 1000
-    batch_size: int = 64
+    steps: int = 1000  # optimiser steps in all
+    batch_size: int = 64  # training examples per step, over all devices
     eval_batch_size: int | None = None  # None: the largest power of two <= 256 that fits
-    optimizer: Optimizer = "lamb"
-    learning_rate: float = 4e-3
-    schedule: Schedule = "step"
+    optimizer: Optimizer = "lamb"  # paper: LAMB
+    learning_rate: float = 4e-3  # peak learning rate (paper ImageNet: 4e-3)
+    schedule: Schedule = "step"  # paper: x0.1 at epochs 84, 102, 114 of 120
     warmup_steps: int = 0  # paper: none (warmup hurt LAMB)
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # decoupled weight decay
     grad_clip: float | None = None  # global-norm clipping; None: off
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # share of the target spread over all classes
     loss: Loss = "softmax"  # sigmoid for multi-label tasks
     eval_every: int = 0  # 0: only at the end
     eval_train_examples: int | None = None  # train_eval/: a fixed training subset evaluated
     # as the eval split is (no augmentation, no dropout); None: the eval split's size, 0: off
-    checkpoint_every: int = 200
-    log_every: int = 50
-    keep_checkpoints: int = 2
+    checkpoint_every: int = 200  # steps between Orbax checkpoints (resume points)
+    log_every: int = 50  # steps between metrics.jsonl lines
+    keep_checkpoints: int = 2  # newest checkpoints kept on disk
     tensorboard: bool = True  # also write TensorBoard event files into the run folder
     mesh: str = ""  # devices to train on, e.g. "data=-1" or "data=-1,fsdp=2"; "": one
     # Warm start: the run folder whose newest checkpoint's model weights this run starts
@@ -177,7 +177,7 @@ class TrainConfig:
 class Config:
     """One run: model, data, optimisation and the seed that makes it reproducible."""
 
-    seed: int = 0
+    seed: int = 0  # initialisation, dropout and data order
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
