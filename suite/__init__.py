@@ -1,3 +1,3 @@
 """perceiver-suite: a Flax NNX ablation and benchmarking suite for the Perceiver."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
