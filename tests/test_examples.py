@@ -170,3 +170,12 @@ def test_the_notebook_executes_in_a_fresh_kernel(tmp_path, monkeypatch):
     assert rows.count(",completed,") == 2
     assert (work / "scratch" / "grid" / "report" / "index.html").is_file()
     assert read_json(work / "scratch" / "one_run" / "summary.json")["status"] == "completed"
+
+
+def test_scaling_takes_a_plugins_model_by_its_kind(tmp_path):
+    done = suite_cmd("scaling", "--plugin", str(MIXER / "plugin.py"), "--models",
+                     "latent_mixer", "--sizes", "256", "--no-measure", "--out",
+                     str(tmp_path / "scaling"))
+    assert done.returncode == 0, done.stderr
+    rows = (tmp_path / "scaling" / "scaling.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith("latent_mixer,256,")

@@ -74,12 +74,16 @@ def sides_for(sizes: list[int] | None, two_d: bool) -> list[int]:
 
 def scaling_config(model: str, side: int, overrides: dict[str, Any], two_d: bool = True) -> Config:
     """The config of one point: synthetic RGB inputs, a square grid (or 1-D of M items)."""
-    if model not in MODELS:
+    from suite import extend
+
+    kinds = [k for k in extend.names("model") if k not in MODELS]  # plugins' models too
+    if model not in MODELS and model not in kinds:
         raise cfg_lib.ConfigError(f"--models: unknown model {model!r}; choose from "
-                                  f"{', '.join(MODELS)}")
+                                  f"{', '.join([*MODELS, *kinds])}")
     dims = f"{side},{side}" if two_d else str(side)
     return cfg_lib.build("synthetic", {
-        **MODELS[model], "data.index_dims": dims, "data.channels": 3, "data.num_classes": 10,
+        **MODELS.get(model, {"model.kind": model}), "data.index_dims": dims,
+        "data.channels": 3, "data.num_classes": 10,
         **overrides,
     })
 

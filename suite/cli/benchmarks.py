@@ -243,6 +243,7 @@ def _scaling(sub: argparse._SubParsersAction) -> None:
 
 def check_scaling(args: argparse.Namespace) -> None:
     """Counts, budgets and model names, before anything is compiled or written."""
+    from suite import extend
     from suite.benchmarks.scaling import MODELS
     from suite.inference.user_inputs import check_positive
 
@@ -251,8 +252,10 @@ def check_scaling(args: argparse.Namespace) -> None:
         if value is not None and not value > 0:  # NaN too
             raise SuiteError(f"{flag} {value}: must be more than 0")
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    if not models or any(m not in MODELS for m in models):
-        raise SuiteError(f"--models {args.models!r}: name models from {', '.join(MODELS)}")
+    known = [*MODELS, *(k for k in extend.names("model") if k not in MODELS)]
+    if not models or any(m not in known for m in models):
+        raise SuiteError(f"--models {args.models!r}: name models from {', '.join(known)} "
+                         "(a plugin's model.kind with --plugin)")
 
 
 def run_scaling(args: argparse.Namespace) -> int:
