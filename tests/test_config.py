@@ -79,6 +79,42 @@ def test_invalid_values_raise_config_error_naming_key_and_value(key, value, mess
     assert message in str(err.value)
 
 
+@pytest.mark.parametrize("key,value,message", [
+    ("model.num_blocks", "1000000000000", "model.num_blocks=1000000000000 is over the limit of "
+     "4,096 (sizes are bounded so that a typo fails before anything is built)"),
+    ("model.self_attends_per_block", "5000", "model.self_attends_per_block=5000 is over the "
+     "limit of 4,096"),
+    ("model.num_latents", "2000000", "model.num_latents=2000000 is over the limit of 1,048,576"),
+    ("model.latent_dim", "100000", "model.latent_dim=100000 is over the limit of 65,536"),
+    ("model.self_heads", "2048", "model.self_heads=2048 is over the limit of 1,024"),
+    ("model.fourier_bands", "100000", "model.fourier_bands=100000 is over the limit of 1,024"),
+    ("data.index_dims", "100000000,100000000", "data.index_dims=100000000x100000000 has 1e+16 "
+     "items, over the limit of 2,147,483,648 (2**31) an input may have"),
+    ("data.index_dims", "1,1,1,1,1,1,1,1,1", "data.index_dims=1x1x1x1x1x1x1x1x1 has 9 "
+     "dimensions; at most 8"),
+    ("train.batch_size", "10000000", "train.batch_size=10000000 is over the limit of 1,048,576"),
+])
+def test_structural_sizes_over_their_limits_are_one_line_naming_key_value_and_limit(
+        key, value, message):
+    with pytest.raises(ConfigError) as err:
+        C.build("digits", {key: value})
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_depth_times_tower_is_bounded_too():
+    with pytest.raises(ConfigError) as err:
+        C.build("digits", {"model.num_blocks": "4096", "model.num_cross_attends": "1",
+                           "model.self_attends_per_block": "4096"})
+    assert str(err.value) == ("model.num_blocks=4096 x model.self_attends_per_block=4096 = "
+                              "16,777,216 self-attends, over the limit of 65,536")
+
+
+def test_the_limits_admit_the_papers_largest_models():
+    C.build("imagenet", {"model.num_latents": "2048", "model.num_blocks": "48",
+                         "model.num_cross_attends": "1", "data.index_dims": "16,224,224",
+                         "model.fourier_bands": "256", "model.self_heads": "64"})
+
+
 def test_unknown_keys_are_rejected_with_a_suggestion():
     with pytest.raises(ConfigError, match="unknown config key 'model.num_latent'.*num_latents"):
         C.build("digits", {"model.num_latent": "3"})

@@ -12,6 +12,7 @@ import typing
 from typing import Any, Literal
 
 from suite import extend
+from suite.config.limits import check_sizes
 from suite.config.schema import SECTIONS, Config, DataConfig, ModelConfig, TrainConfig
 from suite.config.schema import section_types as _types
 from suite.config.tables import is_table_value, table_get  # noqa: F401  (re-exported)
@@ -112,6 +113,7 @@ def validate(config: Config) -> None:
              f"data.permutation_seed={config.data.permutation_seed} must be in "
              f"0..{MAX_SEED - 1}")
     _finite(config)
+    check_sizes(config)  # before any size is used: a typo's 10**12 builds nothing
     _validate_parts(config.model)
     if config.data.data_dir is not None:
         try:

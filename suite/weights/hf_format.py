@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from suite.config.limits import LIMITS, MAX_ELEMENTS
 from suite.errors import SuiteError
 
 ENC, DEC = "perceiver_encoder/~/", "classification_decoder/~/basic_decoder/"
@@ -41,6 +42,11 @@ ACTIVATIONS = {"gelu": False, "gelu_new": True, "gelu_pytorch_tanh": True, "gelu
 INTS = {"num_blocks": 8, "num_self_attention_heads": 8, "num_cross_attention_heads": 1,
         "cross_attention_widening_factor": 1, "self_attention_widening_factor": 1,
         "image_size": 224}  # config.json keys read as positive ints, with the port's defaults
+SIZES = {"num_blocks": LIMITS["model.num_blocks"], "num_self_attention_heads":
+         LIMITS["model.self_heads"], "num_cross_attention_heads": LIMITS["model.cross_heads"],
+         "cross_attention_widening_factor": LIMITS["model.widening_factor"],
+         "self_attention_widening_factor": LIMITS["model.widening_factor"],
+         "image_size": math.isqrt(MAX_ELEMENTS)}  # the suite's limits on what each sets
 FLOATS = {"F16": 2, "F32": 4, "F64": 8}  # safetensors dtypes read, and their item sizes
 MAX_CONFIG_BYTES = 1 << 20  # a port's config.json is a few KB
 MAX_HEADER_BYTES = 16 << 20  # a port's safetensors header is a few KB (the format caps 100 MB)
@@ -197,6 +203,9 @@ def overrides(config: dict[str, Any], folder: Path) -> dict[str, Any]:
         if type(value) is not int or value < 1:
             raise HFFormatError(f"{where}: {key}={shown(value, 40)}: expected a positive "
                                 "integer")
+        if value > SIZES[key]:  # before a layer list or an input grid that size is made
+            raise HFFormatError(f"{where}: {key}={shown(value, 40)} is over the suite's limit "
+                                f"of {SIZES[key]:,}")
     act = config.get("hidden_act", "gelu")
     if not isinstance(act, str) or act not in ACTIVATIONS:
         raise HFFormatError(f"{where}: hidden_act={shown(act, 40)}: the Perceiver's MLPs take "
