@@ -161,6 +161,39 @@ def test_imported_weights_give_the_official_equations_logits(pystate, tmp_path):
     assert record["source"] == str(path) and len(record["sha256"]) == 64
 
 
+def test_an_import_stopped_while_saving_leaves_no_run_folder_and_a_rerun_succeeds(
+        pystate, tmp_path, monkeypatch):
+    from suite.training.checkpoint import Checkpointer
+
+    path, _ = pystate
+    save = Checkpointer.save
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpointer, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        import_official(path, tmp_path / "run", C.build("imagenet_io", {}), OVERRIDES)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.pystate"]
+    (tmp_path / "run.partial-1").mkdir()  # a killed import's scratch: ignored
+    (tmp_path / "run.partial-1" / "config.json").write_text("{}")
+    monkeypatch.setattr(Checkpointer, "save", save)
+    import_official(path, tmp_path / "run", C.build("imagenet_io", {}), OVERRIDES)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "checkpoints", "config.json", "imported.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "run.partial-1", "tiny.pystate"]
+
+
+def test_an_import_into_an_existing_folder_of_other_files_keeps_them(pystate, tmp_path):
+    path, _ = pystate
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine\n")
+    import_official(path, tmp_path / "run", C.build("imagenet_io", {}), OVERRIDES)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "checkpoints", "config.json", "imported.json", "notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "tiny.pystate"]
+
+
 def test_a_missing_or_leftover_array_or_a_shape_mismatch_is_named(pystate, tmp_path):
     path, params = pystate
     base = C.build("imagenet_io", {})
@@ -299,6 +332,12 @@ LATENTS = "perceiver.embeddings.latents"
     ({"num_blocks": 0}, "config.json: num_blocks=0: expected a positive integer"),
     ({"hidden_act": ["gelu"]}, 'config.json: hidden_act=["gelu"]: the Perceiver\'s MLPs'),
     ({"use_query_residual": "no"}, 'use_query_residual="no": expected true or false'),
+    ({"num_blocks": 10**12}, "config.json: num_blocks=1000000000000 is over the suite's limit "
+     "of 4,096"),
+    ({"image_size": 10**8}, "config.json: image_size=100000000 is over the suite's limit of "
+     "46,340"),
+    ({"num_self_attention_heads": 10**6}, "num_self_attention_heads=1000000 is over the "
+     "suite's limit of 1,024"),
 ])
 def test_a_hugging_face_config_of_the_wrong_types_is_one_line(tmp_path, config, says):
     assert says in refusal(port(tmp_path, config=config))

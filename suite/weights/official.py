@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -217,18 +219,40 @@ def import_official(path: Path, workdir: Path, base: Config,
     arrays = load_into(model, params, str(path))
     state = nnx.state((model, nnx.Optimizer(model, optimizer(config.train), wrt=nnx.Param)))
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
-    workdir.mkdir(parents=True, exist_ok=True)
-    write_config(workdir, config)
-    ckpt = Checkpointer(workdir / CHECKPOINTS, config.train.keep_checkpoints)
+    # Written in a scratch sibling and moved in whole: an import stopped half way (Ctrl-C,
+    # a full disk) leaves no run folder whose config.json has no checkpoint to train from.
+    scratch = workdir.with_name(f"{workdir.name}.partial-{os.getpid()}")
+    shutil.rmtree(scratch, ignore_errors=True)  # this process's own leftover, if any
     try:
-        ckpt.save(0, state, FRESH_DATA, {"step": 0, "window": 0, "acc": None,
-                                         "wall_seconds": 0.0, "imported": str(path)})
+        scratch.mkdir(parents=True)
+        write_config(scratch, config)
+        ckpt = Checkpointer(scratch / CHECKPOINTS, config.train.keep_checkpoints)
+        try:
+            ckpt.save(0, state, FRESH_DATA, {"step": 0, "window": 0, "acc": None,
+                                             "wall_seconds": 0.0, "imported": str(path)})
+        finally:
+            ckpt.close()
+        write_json_atomic(scratch / "imported.json", {
+            "source": str(Path(path).absolute()), "sha256": digest, "arrays": arrays,
+            "format": fmt,
+            "note": "step 0 holds the imported weights and a fresh optimizer; train here to "
+                    "fine-tune them"})
+        move_in(scratch, workdir)
     finally:
-        ckpt.close()
-    write_json_atomic(workdir / "imported.json", {
-        "source": str(Path(path).absolute()), "sha256": digest, "arrays": arrays,
-        "format": fmt,
-        "note": "step 0 holds the imported weights and a fresh optimizer; train here to "
-                "fine-tune them"})
+        shutil.rmtree(scratch, ignore_errors=True)
     return Imported(config, arrays, digest)
+
+
+def move_in(scratch: Path, workdir: Path) -> None:
+    """``scratch``'s files become ``workdir``'s: one rename where ``workdir`` is absent or
+    empty; else entry by entry with ``config.json`` last, so that a folder with a config
+    always has the checkpoint it names."""
+    try:
+        os.rename(scratch, workdir)  # atomic; replaces an empty folder on POSIX
+        return
+    except OSError:
+        if not workdir.is_dir():
+            raise
+    for entry in sorted(scratch.iterdir(), key=lambda p: p.name == "config.json"):
+        os.replace(entry, workdir / entry.name)
 
