@@ -127,6 +127,19 @@ def test_a_run_in_a_folder_of_another_config_is_refused(tmp_path):
                            log=lambda m: None)
 
 
+@pytest.mark.parametrize("mark", ["grid.json", "spec.toml", "results.csv", "runs"])
+def test_a_results_folder_of_a_grid_is_refused_and_left_as_it_is(tmp_path, mark):
+    from suite.errors import CheckpointError
+
+    (tmp_path / mark).mkdir() if mark == "runs" else (tmp_path / mark).write_text("{}")
+    with pytest.raises(CheckpointError) as err:
+        train_and_evaluate(small(**{"train.steps": 10}), tmp_path, progress=False,
+                           log=lambda m: None)
+    assert str(err.value) == (f"{tmp_path} is a results folder of a grid (it holds {mark}); "
+                              f"train one of its runs: {tmp_path}/runs/<id>")
+    assert [p.name for p in tmp_path.iterdir()] == [mark]
+
+
 def test_divergence_marks_the_run_failed_with_a_reason(tmp_path):
     config = small(**{"train.steps": 60, "train.optimizer": "sgd",
                       "train.learning_rate": 1e12})

@@ -44,6 +44,9 @@ def read_config(path: Path) -> Config:
         raise ConfigError(f"{path}: {e}") from None
 
 
+GRID_MARKS = ("grid.json", "spec.toml", "results.csv", "runs")  # what `run`/`sweep` write
+
+
 def check_config(workdir: Path, config: Config, *, primary: bool = True) -> str | None:
     """Refuse a folder that holds a run of another config, but one change: a completed
     run with a constant learning rate may go on for more steps (``train.steps`` raised),
@@ -53,6 +56,10 @@ def check_config(workdir: Path, config: Config, *, primary: bool = True) -> str 
     """
     if workdir.exists() and not workdir.is_dir():
         raise CheckpointError(f"{workdir}: a file, not a run folder; use another --workdir")
+    marks = [m for m in GRID_MARKS if (workdir / m).exists()]
+    if marks:  # a run started here would sit among the grid's files and break its report
+        raise CheckpointError(f"{workdir} is a results folder of a grid (it holds {marks[0]}); "
+                              f"train one of its runs: {workdir / 'runs'}/<id>")
     path = workdir / CONFIG
     if not path.exists():
         return None
