@@ -76,6 +76,15 @@ def write_files(world: Path) -> dict[str, Path]:
     np.savez(paths["npz"], x=np.zeros((2, 8, 8, 1)))
     shutil.copy(paths["npz"], paths["npz_named_npy"])
     np.save(paths["no_examples"], np.zeros((0, 8, 8, 1), np.uint8))
+    paths["huge_npy"], paths["nan_npy"] = world / "huge.npy", world / "nan.npy"
+    with paths["huge_npy"].open("wb") as f:  # 10**10 images declared, none there
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": "<f4", "fortran_order": False, "shape": (10**10, 8, 8, 1)})
+        f.write(bytes(400))
+    nans = np.full((3, 8, 8, 1), np.nan, np.float32)
+    nans[1:] = 0.0
+    nans[2, 0, 0, 0] = np.inf
+    np.save(paths["nan_npy"], nans)
     paths["list_pickle"].write_bytes(pickle.dumps([1, 2]))
     paths["official"] = world / "official.pystate"  # a valid one: the flags are what is wrong
     paths["official"].write_bytes(pickle.dumps({"params": official_params(), "state": {}}))
@@ -157,6 +166,8 @@ HOSTILE: dict[str, list[tuple[str, str]]] = {
          "unknown config key 'model.num_latent'; did you mean 'model.num_latents'?"),
         ("describe --no-xla model.num_latents=-1", "model.num_latents=-1 must be > 0"),
         ("describe --no-xla model.num_latents=0", "model.num_latents=0 must be > 0"),
+        ("describe --no-xla model.num_blocks=1000000000000",
+         "model.num_blocks=1000000000000 is over the limit of 4,096"),
         ("describe --no-xla train.learning_rate=nan",
          "train.learning_rate=nan must be a finite number"),
         ("describe --no-xla model.num_latents=many", "model.num_latents='many' is not an integer"),
@@ -209,6 +220,8 @@ HOSTILE: dict[str, list[tuple[str, str]]] = {
         ("train --workdir {out} --preset nope",
          "unknown preset 'nope'; choose one of: imagenet, imagenet_io, modelnet40, audioset,"),
         ("train --workdir {file}", "{file}: a file, not a run folder; use another --workdir"),
+        ("train --workdir {results}", "{results} is a results folder of a grid (it holds "
+         "grid.json); train one of its runs: {results}/runs/<id>"),
         ("train --workdir {config_list}",
          "{config_list}/config.json: holds an array ([1, 2]), not an object of keys"),
         ("train --workdir {config_empty}",
@@ -420,6 +433,10 @@ HOSTILE: dict[str, list[tuple[str, str]]] = {
         ("predict {run}",
          "predict takes one of --raw X.npy, --inputs X.npy, image files or --split eval|train"),
         ("predict {run} --raw {missing}.npy", "--raw {missing}.npy: no such file"),
+        ("predict {run} --inputs {huge_npy}", "--inputs {huge_npy}: the header declares shape "
+         "[10000000000, 8, 8, 1] of float32 (2,560,000,000,000 bytes), but the file holds"),
+        ("predict {run} --raw {nan_npy}",
+         "--raw {nan_npy}: 65 of 192 values are NaN or infinite"),
         ("predict {run} --raw {empty_npy}",
          "--raw {empty_npy}: the file is empty (0 bytes); expected a .npy array"),
         ("predict {run} --raw {not_utf8}",

@@ -181,7 +181,8 @@ def bad_files(folder: Path) -> dict[str, Path]:
     files = {"empty": folder / "empty.npy", "npz": folder / "a.npz",
              "npz_named_npy": folder / "z.npy", "no_batch": folder / "b.npy",
              "strings": folder / "s.npy", "complex": folder / "c.npy",
-             "objects": folder / "o.npy", "shape": folder / "w.npy"}
+             "objects": folder / "o.npy", "shape": folder / "w.npy",
+             "huge": folder / "h.npy", "nan": folder / "n.npy"}
     files["empty"].write_bytes(b"")
     np.savez(files["npz"], x=np.zeros((2, 8, 8, 1)))
     shutil.copy(files["npz"], files["npz_named_npy"])
@@ -190,13 +191,26 @@ def bad_files(folder: Path) -> dict[str, Path]:
     np.save(files["complex"], np.zeros((2, 8, 8, 1), complex))
     np.save(files["objects"], np.array([1, "a"], dtype=object), allow_pickle=True)
     np.save(files["shape"], np.zeros((2, 8, 8), np.uint8))
+    huge_npy(files["huge"], (10**10, 8, 8, 1))
+    np.save(files["nan"], np.full((3, 8, 8, 1), np.nan, np.float32))
     return files
+
+
+def huge_npy(path: Path, shape: tuple[int, ...]) -> None:
+    """A small .npy file whose header declares ``shape`` of float32."""
+    with path.open("wb") as f:
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        f.write(bytes(400))
 
 
 SAID = {"empty": "the file is empty (0 bytes)", "npz": "an .npz archive",
         "npz_named_npy": "an .npz archive", "no_batch": "an empty batch (shape [0, 8, 8, 1])",
         "strings": "holds string values", "complex": "holds complex values",
-        "objects": "holds Python objects", "shape": "shape [2, 8, 8]; expected [B, 8, 8, 1]"}
+        "objects": "holds Python objects", "shape": "shape [2, 8, 8]; expected [B, 8, 8, 1]",
+        "huge": "the header declares shape [10000000000, 8, 8, 1] of float32 "
+                "(2,560,000,000,000 bytes), but the file holds 400 bytes of data",
+        "nan": "192 of 192 values are NaN or infinite; a model's outputs on them mean nothing"}
 
 
 @pytest.mark.slow
@@ -237,6 +251,27 @@ def test_each_bad_flag_is_exit_2_with_one_line(run, raw_eval, tmp_path, capsys, 
 
 
 # ------------------------------------------------------------------------------- pieces
+
+
+def test_an_array_file_is_checked_against_its_header_and_for_non_finite_values(tmp_path):
+    from suite.errors import SuiteError
+    from suite.inference.user_inputs import read_array
+
+    huge_npy(tmp_path / "h.npy", (10**10, 8, 8, 1))
+    with pytest.raises(SuiteError) as err:
+        read_array(tmp_path / "h.npy", "--inputs")
+    assert str(err.value) == (
+        f"--inputs {tmp_path / 'h.npy'}: the header declares shape [10000000000, 8, 8, 1] of "
+        "float32 (2,560,000,000,000 bytes), but the file holds 400 bytes of data")
+    values = np.zeros((2, 3), np.float32)
+    values[0, :2], values[1, 2] = np.nan, -np.inf
+    np.save(tmp_path / "n.npy", values)
+    with pytest.raises(SuiteError) as err:
+        read_array(tmp_path / "n.npy", "--raw")
+    assert str(err.value) == (f"--raw {tmp_path / 'n.npy'}: 3 of 6 values are NaN or "
+                              "infinite; a model's outputs on them mean nothing")
+    np.save(tmp_path / "ok.npy", np.ones((2, 3), np.float32))
+    assert read_array(tmp_path / "ok.npy", "--raw").shape == (2, 3)
 
 
 def test_top_classes_are_best_first_with_softmax_or_sigmoid_probabilities():

@@ -3,6 +3,7 @@ model is loaded: each mistake is one line naming the file or flag and the value 
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 
@@ -28,8 +29,11 @@ def read_array(path: Path, flag: str) -> np.ndarray:
     if zipfile.is_zipfile(path):
         raise SuiteError(f"{where}: an .npz archive; {flag} takes one array in a .npy file "
                          "(np.save, not np.savez)")
+    declared_fits(path, where)
     try:
         array = np.load(path, allow_pickle=False)
+    except MemoryError:
+        raise SuiteError(f"{where}: too large to load into memory") from None
     except ValueError as e:
         if "allow_pickle" in str(e):
             raise SuiteError(f"{where}: holds Python objects (dtype object); expected a "
@@ -47,7 +51,33 @@ def read_array(path: Path, flag: str) -> np.ndarray:
     if array.shape[0] == 0:
         raise SuiteError(f"{where}: an empty batch (shape {list(array.shape)}); expected at "
                          "least one example")
+    if array.dtype.kind == "f" and not (finite := np.isfinite(array)).all():
+        bad = int(finite.size - np.count_nonzero(finite))
+        raise SuiteError(f"{where}: {bad:,} of {array.size:,} values are NaN or infinite; a "
+                         "model's outputs on them mean nothing")
     return array
+
+
+def declared_fits(path: Path, where: str) -> None:
+    """The shape and dtype a ``.npy`` header declares fit in the file, checked before
+    numpy allocates them: a 512-byte file may declare 10**10 images."""
+    try:
+        with path.open("rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = {(1, 0): np.lib.format.read_array_header_1_0,
+                    (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read is None:  # version 3.0 (utf-8 field names): numpy's own checks
+                return
+            shape, _, dtype = read(f, max_header_size=1 << 20)
+            room = path.stat().st_size - f.tell()
+    except (OSError, ValueError, EOFError):
+        return  # not a .npy file: np.load says why
+    if dtype.hasobject or dtype.itemsize == 0:
+        return
+    need = math.prod(shape) * dtype.itemsize
+    if need > room:
+        raise SuiteError(f"{where}: the header declares shape {list(shape)} of {dtype} "
+                         f"({need:,} bytes), but the file holds {room:,} bytes of data")
 
 
 def batch_of(array: np.ndarray, expected: tuple[int | None, ...], where: str,
