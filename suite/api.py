@@ -216,6 +216,8 @@ def run(spec: str | Path | Mapping[str, Any], *, out: str | Path | None = None,
     grid = plan_lib.plan(spec, out=out, overrides=dotted(overrides, keywords, "run"),
                          force=force)
     say = log or _say
+    for line in grid.notes:
+        say(f"note: {line}")
     args = ["perceiver-suite", "run", str(grid.spec.path), *(["--out", str(out)] if out else []),
             *(["--workers", str(workers)] if workers else []),
             *(f"--plugin={p}" for p in plugins), *(f"{k}={v}" for k, v in grid.overrides.items())]

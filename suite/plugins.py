@@ -26,6 +26,7 @@ import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
+import os
 import re
 import sys
 import traceback
@@ -104,7 +105,7 @@ def resolve(spec: str, base: str | Path | None = None) -> str:
     path = Path(spec).expanduser()
     if not path.is_absolute() and base is not None:
         path = Path(base) / path
-    path = path.absolute()
+    path = Path(os.path.normpath(path.absolute()))  # one file, one name: "a/../b.py" is "b.py"
     if not path.is_file():
         raise PluginError(f"plugin {spec}: no such file ({path})")
     return str(path)

@@ -23,7 +23,7 @@ import pandas as pd
 from suite import config as cfg_lib
 from suite.analysis import experiment as experiment_lib
 from suite.analysis import inputs, stats
-from suite.analysis.origin import provenance_differences
+from suite.analysis.origin import mixed_versions, provenance_differences
 from suite.analysis.tables import fmt_pm, is_percent, report_spec, seeds_of, with_gap
 from suite.errors import SuiteError
 
@@ -40,6 +40,7 @@ class Comparison:
     metric: str
     config: list[str] = dataclasses.field(default_factory=list)  # allowed config differences
     limit: str = ""  # why no cell can be decided with these seeds, if none can
+    mixed: list[str] = dataclasses.field(default_factory=list)  # plugin versions within one
 
     @property
     def moved(self) -> int:
@@ -105,9 +106,10 @@ def compare(old: Path, new: Path, metric: str | None = None, *,
             for cell, c, q, v in zip(shared, comparisons, adjusted, verdicts, strict=True)]
     differences = [f"{k}: {a} -> {b}" for k, a, b in record_differences(old_exp, new_exp)]
     differences += provenance_differences(old, old_exp.frame, new, new_exp.frame)
+    mixed = mixed_versions(old, old_exp.frame) + mixed_versions(new, new_exp.frame)
     return Comparison(pd.DataFrame(rows), [c for c in old_cells if c not in new_cells],
                       [c for c in new_cells if c not in old_cells], differences, metric,
-                      config, stats.undecidable(comparisons))
+                      config, stats.undecidable(comparisons), mixed)
 
 
 def _summary(seeds: dict[int, float], percent: bool) -> str:
@@ -138,7 +140,7 @@ def config_differences(old: pd.DataFrame, new: pd.DataFrame, old_knobs: list[str
 
 
 def _present(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame[frame["status"] != "missing"] if "status" in frame else frame
+    return frame[~frame["status"].isin(experiment_lib.ABSENT)] if "status" in frame else frame
 
 
 def _values(column: pd.Series) -> list[str]:
@@ -190,6 +192,7 @@ def render(result: Comparison, old: Path, new: Path) -> str:
     lines += [f"the folders differ in {d}" for d in result.differences] or [
         "the folders' runs were made with the same recorded config, code, libraries, "
         "machine and precision"]
+    lines += result.mixed
     if result.limit:
         lines.append(result.limit)
     n = len(result.table)

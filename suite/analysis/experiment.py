@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,11 @@ from suite import config as cfg_lib
 from suite.analysis import inputs
 from suite.errors import SuiteError
 from suite.sweeps import record as record_lib
-from suite.sweeps.results import read_results_csv, read_runs
+from suite.sweeps.results import config_changes, read_results_csv, read_runs, same_text
 
 BOOKKEEPING = {"run_id", "status", "varied", "reason", "step"}
+CHANGED = "changed"  # the status of a grid's run whose folder now holds another config
+ABSENT = ("missing", CHANGED)  # runs of the grid with no run of theirs to read
 
 
 @dataclasses.dataclass
@@ -69,20 +72,54 @@ def load(out: Path) -> Experiment:
                           "every run folder (no spec recorded)" + rows_from)
     knobs = list(dict.fromkeys(k for v in rec.runs.values() for k in v if k != "seed"))
     inputs.check_report_keys(out, raw_spec, knobs)
-    mine = [r for r in rows if r["run_id"] in rec.runs]
+    changed = changed_runs(rec, rows)
+    mine = [r for r in rows if r["run_id"] in rec.runs and r["run_id"] not in changed]
     inputs.check_values(mine, out, from_csv=bool(rows_from))
     found = {r["run_id"] for r in mine}
     for row in mine:  # knob values as the spec writes them, for every run alike
         row.update(rec.runs[row["run_id"]])
-    missing = [{"run_id": i, "status": "missing", **v} for i, v in rec.runs.items()
-               if i not in found]
+    missing = [{"run_id": i, "status": CHANGED if i in changed else "missing",
+                **({"reason": f"{changed[i]}; move {out / 'runs' / i} elsewhere and run the "
+                    "spec again to train the grid's run"} if i in changed else {}), **v}
+               for i, v in rec.runs.items() if i not in found]
     frame = tidy(pd.DataFrame(mine + missing))
     order = {run_id: i for i, run_id in enumerate(rec.runs)}
     frame = frame.sort_values("run_id", key=lambda s: s.map(order)).reset_index(drop=True)
-    others = tidy(pd.DataFrame([r for r in rows if r["run_id"] not in rec.runs]))
+    others = tidy(pd.DataFrame([r for r in rows if r["run_id"] not in rec.runs
+                                or r["run_id"] in changed]))
     check_cells(frame, knobs, out)
-    return Experiment(frame, _others(_spec_configs(rec, frame), others), knobs, rec,
+    return Experiment(frame, _others(_spec_configs(rec, frame), others, changed), knobs, rec,
                       source + rows_from)
+
+
+def changed_runs(rec: record_lib.Record, rows: list[dict[str, Any]]) -> dict[str, str]:
+    """``{run id: "changed since the grid ran: train.steps 20 -> 60"}``: the grid's run
+    ids whose folder records another config than the grid's record does for them (a run
+    extended in place): not seeds of their cell any more, listed apart."""
+    grid = [r for r in rows if rec.configs.get(r["run_id"])]
+    usual = _usual_values(grid, rec)
+    out = {}
+    for row in grid:
+        expected = {**usual, **rec.configs[row["run_id"]]}
+        diff = config_changes(row, expected, cfg_lib.DERIVED_KEYS)
+        if diff:
+            out[row["run_id"]] = "changed since the grid ran: " + ", ".join(
+                f"{k} {text(a)} -> {text(b)}" for k, a, b in diff[:4]) + (
+                f", and {len(diff) - 4} more" if len(diff) > 4 else "")
+    return out
+
+
+def _usual_values(grid: list[dict[str, Any]], rec: record_lib.Record) -> dict[str, str]:
+    """Each config key's most common value over the grid's runs that the record leaves
+    it out for (it was at its default when the grid ran, for all of them alike): what a
+    run should have there. Not today's default, which may have changed since."""
+    counts: dict[str, Counter[str]] = {}
+    for row in grid:
+        recorded = rec.configs[row["run_id"]]
+        for key, value in row.items():
+            if (key == "seed" or "." in key) and key not in recorded:
+                counts.setdefault(key, Counter())[same_text(value)] += 1
+    return {k: c.most_common(1)[0][0] for k, c in counts.items()}
 
 
 def tidy(frame: pd.DataFrame) -> pd.DataFrame:
@@ -103,7 +140,7 @@ def config_columns(frame: pd.DataFrame) -> list[str]:
 
 def check_cells(frame: pd.DataFrame, knobs: list[str], out: Path) -> None:
     """Two configs in one cell would be averaged as seeds of one: refuse, in one line."""
-    present = frame[frame["status"] != "missing"]
+    present = frame[~frame["status"].isin(ABSENT)]
     if present.empty or not knobs:
         return
     keys = [c for c in config_columns(present) if c != "seed" and c not in knobs
@@ -122,7 +159,7 @@ def _spec_configs(rec: record_lib.Record, frame: pd.DataFrame) -> list[dict[str,
     """Each run's full flat config, for the 'differs' text: as recorded (defaults filled
     in), else as its run folder has it."""
     defaults = cfg_lib.flatten(cfg_lib.Config())
-    present = {r["run_id"]: r for r in frame[frame["status"] != "missing"].to_dict("records")}
+    present = {r["run_id"]: r for r in frame[~frame["status"].isin(ABSENT)].to_dict("records")}
     out = []
     for run_id, config in rec.configs.items():
         if config:
@@ -132,8 +169,11 @@ def _spec_configs(rec: record_lib.Record, frame: pd.DataFrame) -> list[dict[str,
     return out
 
 
-def _others(spec_configs: list[dict[str, Any]], others: pd.DataFrame) -> pd.DataFrame:
-    """Run folders outside the experiment, each with how it differs from its nearest run."""
+def _others(spec_configs: list[dict[str, Any]], others: pd.DataFrame,
+            changed: dict[str, str] | None = None) -> pd.DataFrame:
+    """Run folders outside the experiment, each with how it differs from its nearest run
+    (a grid's run changed since: how it changed)."""
+    changed = changed or {}
     columns = ["run_id", "status", "differs"]
     if others.empty:
         return pd.DataFrame(columns=columns)
@@ -141,7 +181,7 @@ def _others(spec_configs: list[dict[str, Any]], others: pd.DataFrame) -> pd.Data
     out = []
     for row in others.to_dict("records"):
         out.append({"run_id": row["run_id"], "status": row.get("status", ""),
-                    "differs": differs(row, keys, spec_configs)})
+                    "differs": changed.get(row["run_id"]) or differs(row, keys, spec_configs)})
     return pd.DataFrame(out, columns=columns)
 
 

@@ -108,3 +108,12 @@ def provenance_differences(old: Path, old_frame: pd.DataFrame, new: Path,
             out.append(f"{name}: {'; '.join(va) or 'unrecorded'} -> "
                        f"{'; '.join(vb) or 'unrecorded'}")
     return out
+
+
+def mixed_versions(out: Path, frame: pd.DataFrame) -> list[str]:
+    """``"OUT: its runs ran plugin my_variants.py in 2 versions (sha256 ...; sha256 ...)"``
+    for each plugin whose completed runs in one folder were made with different files:
+    a mean over them is not of one code."""
+    return [f"{out}: its runs ran {name} in {len(values)} versions ({'; '.join(sorted(values))})"
+            for name, values in folder_facts(out, frame).items()
+            if name.startswith("plugin ") and len(values) > 1]

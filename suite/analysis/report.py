@@ -64,13 +64,39 @@ def provenance(exp: experiment_lib.Experiment, out: Path) -> dict[str, Any]:
         "code": code or ["unrecorded (runs made before versions were recorded)"],
         "runs_from": exp.source,
         "tensorboard": f"tensorboard --logdir {Path(out) / 'runs'}" if has_events else "",
+        "plugins": sorted({p for p in frame.get("plugins", pd.Series(dtype=str)).dropna()
+                           if p}),
     }
+
+
+def mixed_plugins(frame: pd.DataFrame, knobs: list[str]) -> list[str]:
+    """A note for each cell whose completed runs were trained with different versions of a
+    plugin (its file's SHA-256, as each run's config.json records it). They stay in the
+    cell (which version is the right one is the user's call, not the report's), but the
+    table says the mean mixes them and which runs ran which."""
+    if "plugins" not in frame:
+        return []
+    done = frame[(frame["status"] == "completed") & frame["plugins"].notna()]
+    lines = []
+    groups = done.groupby(knobs, dropna=False, sort=False) if knobs else [((), done)]
+    for cell, runs in groups:
+        versions = list(dict.fromkeys(runs["plugins"]))
+        if len(versions) < 2:
+            continue
+        values = cell if isinstance(cell, tuple) else (cell,)
+        where = ", ".join(f"{k}={v}" for k, v in zip(knobs, values, strict=True)) or "all"
+        which = "; ".join(f"{v} ({', '.join(runs.loc[runs['plugins'] == v, 'run_id'])})"
+                          for v in versions)
+        lines.append(f"The cell {where} mixes runs of {len(versions)} versions of its "
+                     f"plugins: {which}. Its mean is not of one code; rerun the cell's runs "
+                     "with one version (move the others out of runs/).")
+    return lines
 
 
 def curves(out: Path, frame: pd.DataFrame) -> pd.DataFrame:
     """Long frame of metrics.jsonl rows: run_id, step, split, accuracy, loss."""
     parts = []
-    for run_id in frame.loc[frame["status"] != "missing", "run_id"]:
+    for run_id in frame.loc[~frame["status"].isin(experiment_lib.ABSENT), "run_id"]:
         for row in read_jsonl(Path(out) / "runs" / run_id / "metrics.jsonl"):
             for split in ("train", "train_eval", "eval"):
                 if f"{split}/accuracy" in row:
@@ -102,6 +128,7 @@ def notes(spec: ReportSpec, agg: pd.DataFrame, frame: pd.DataFrame | None = None
         "train, evaluated: a fixed training subset evaluated as the eval split is (no "
         "augmentation, no dropout); gap: that minus the eval accuracy.",
         *(xla_counted(frame) if frame is not None else []),
+        *(mixed_plugins(frame, spec.knobs) if frame is not None else []),
     ]
 
 
@@ -199,6 +226,9 @@ def markdown(spec: ReportSpec, shown: pd.DataFrame, tied: list[bool], bold: list
     md += ["## Provenance", "", f"- runs: `{prov['run']}`", f"- report: `{prov['report']}`",
            f"- run set: {prov['runs_from']}", f"- machine: {prov['machine']}"]
     md += [f"- code: {c}" for c in prov["code"]]
+    md += [f"- plugins: {p}" for p in prov["plugins"]]
+    if len(prov["plugins"]) > 1:
+        md.append("- the runs were trained with different plugin versions (see the notes)")
     if prov["tensorboard"]:
         md.append(f"- training curves of every run in TensorBoard: `{prov['tensorboard']}`")
     return "\n".join(md + [""])

@@ -46,15 +46,20 @@ PAIRED, UNPAIRED, FEW, SAME = "sign-flip (paired)", "permutation (unpaired)", "n
 TESTS = (PAIRED, UNPAIRED)  # what a comparison that is a test says it used
 
 
-def t_interval(values, level: float = LEVEL) -> tuple[float, float]:
+def t_interval(values, level: float = LEVEL,
+               bounds: tuple[float, float] | None = None) -> tuple[float, float]:
     """The ``level`` t interval of the mean of ``values``; (nan, nan) where n < 2: one
-    seed says nothing about the seed noise, so no interval (not a zero-width one)."""
+    seed says nothing about the seed noise, so no interval (not a zero-width one).
+    ``bounds``: the range the metric cannot leave (an accuracy's [0, 1]); the interval
+    is clipped to it, since a few spread-out seeds give a t interval past it."""
     x = np.asarray(values, dtype=float)
     x = x[np.isfinite(x)]
     if len(x) < 2:
         return (math.nan, math.nan)
     mean = float(x.mean())
     half = float(sps.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    if bounds is not None:
+        return (max(bounds[0], mean - half), min(bounds[1], mean + half))
     return (mean - half, mean + half)
 
 

@@ -213,6 +213,12 @@ def is_percent(metric: str) -> bool:
     return metric.endswith(("accuracy", "mAP")) or metric == "gap"
 
 
+def bounds_of(metric: str) -> tuple[float, float] | None:
+    """[0, 1] for a metric that is a share (``eval/accuracy``, ``eval/mAP``); None for
+    the others (a loss, a cost, the gap, which may be negative)."""
+    return (0.0, 1.0) if metric.endswith(("accuracy", "mAP")) else None
+
+
 def label_of(metric: str) -> str:
     return LABELS.get(metric, f"{metric} (%)" if is_percent(metric) else metric)
 

@@ -13,7 +13,14 @@ import math
 import pandas as pd
 
 from suite.analysis import stats
-from suite.analysis.tables import ReportSpec, best_row, holm_header, reference_row, seeds_of
+from suite.analysis.tables import (
+    ReportSpec,
+    best_row,
+    bounds_of,
+    holm_header,
+    reference_row,
+    seeds_of,
+)
 
 
 def significance(agg: pd.DataFrame, frame: pd.DataFrame, spec: ReportSpec) -> pd.DataFrame:
@@ -25,9 +32,13 @@ def significance(agg: pd.DataFrame, frame: pd.DataFrame, spec: ReportSpec) -> pd
     m, versus = spec.metric, spec.versus
     cells = seeds_of(frame, spec.knobs, m)
     agg = agg.copy()
-    intervals = [stats.t_interval(list(c.values())) for c in cells]
+    bounds = bounds_of(m)
+    raw = [stats.t_interval(list(c.values())) for c in cells]
+    intervals = [stats.t_interval(list(c.values()), bounds=bounds) for c in cells]
     agg["ci95_low"] = [lo for lo, _ in intervals]
     agg["ci95_high"] = [hi for _, hi in intervals]
+    if bounds is not None:  # which intervals the metric's range cut (table notes say so)
+        agg["ci95_clipped"] = [a != b for a, b in zip(raw, intervals, strict=True)]
     target = reference_row(agg, spec) if spec.reference else best_row(agg, spec)
     agg = _against(agg, cells, target, versus)
     if spec.reference:  # the best cell is still what the tables bold
@@ -93,7 +104,16 @@ def significance_notes(spec: ReportSpec, agg: pd.DataFrame) -> list[str]:
         f"{_cells(bold_k)} >= {stats.ALPHA:g}): these cannot be told apart from seed noise."]
     if limit := stats.undecidable(comparisons):
         lines.append(limit[0].upper() + limit[1:] + ".")
+    if "ci95_clipped" in agg and agg["ci95_clipped"].any():
+        cells = ", ".join(cell_text(agg, i, spec) for i in agg.index[agg["ci95_clipped"]])
+        lines.append(f"95% CI clipped to [0, 1] (an accuracy cannot leave it; the t interval "
+                     f"of a few spread-out seeds does): {cells}.")
     return lines
+
+
+def cell_text(agg: pd.DataFrame, i: int, spec: ReportSpec) -> str:
+    """``model.mlp=gated, model.gated.scale=0.5``: the cell of ``agg``'s row ``i``."""
+    return ", ".join(f"{k}={agg.at[i, k]}" for k in spec.knobs if k in agg) or "the cell"
 
 
 def _cells(k: int) -> str:

@@ -187,6 +187,8 @@ def run_run(args: argparse.Namespace) -> int:
 
     grid = plan.plan(args.spec, out=args.out or None, overrides=args.overrides,
                      force=args.force)  # the spec's runs, as suite.api.run plans them
+    for note in grid.notes:
+        print(f"note: {note}", file=sys.stderr)
     shard = parse_shard(args.shard)
     runs, out = grid.runs, grid.out
     if args.dry_run:

@@ -60,7 +60,7 @@ def submit(runs: list[Run], out: Path, *, spec_name: str, kind: str = "slurm",
            wait: bool = True, log=print) -> GridOutcome:
     """Submit the runs not yet settled as one job array; wait for it if ``wait``."""
     out = Path(out).absolute()
-    outcome, todo = triage(runs, out, retry_failed)
+    outcome, todo = triage(runs, out, retry_failed, log)
     if not todo:
         log(f"{len(runs)} runs: nothing to submit")
         return outcome

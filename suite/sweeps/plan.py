@@ -27,6 +27,7 @@ class Grid:
     out: Path
     overrides: dict[str, str]  # as command-line text: the experiment's identity
     out_given: bool  # out was named, not the default results/<name>[+overrides]
+    notes: tuple[str, ...] = ()  # varied knobs some cells do not read: their duplicates dropped
 
 
 def override_text(value: Any) -> str:
@@ -62,9 +63,9 @@ def plan(spec: str | Path | Mapping[str, Any], *, out: str | Path | None = None,
     else:
         loaded = spec_lib.load(spec, max_runs=limit)
     text = as_text(overrides)
-    runs = spec_lib.expand(loaded, text)
+    runs, notes = spec_lib.expand_noted(loaded, text)
     folder = Path(out) if out is not None else record.default_out(loaded, text)
-    return Grid(loaded, runs, folder, text, out is not None)
+    return Grid(loaded, runs, folder, text, out is not None, tuple(notes))
 
 
 def write_spec(table: Mapping[str, Any], out: str | Path | None, force: bool) -> Path:

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
+import os
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ from suite.sweeps.spec import Run, Spec
 
 RECORD = "grid.json"
 SPEC_COPY = "spec.toml"
+PLUGINS_LINE = re.compile(r"^plugins\s*=\s*\[[^\]]*\]", re.MULTILINE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,12 +91,41 @@ def claim(out: Path, spec: Spec, runs: list[Run], overrides: dict[str, str],
                     {r.id: r.varied for r in runs},
                     {r.id: cfg_lib.non_default(r.config) for r in runs})
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / SPEC_COPY, spec.path.read_text())
+    write_text_atomic(out / SPEC_COPY, spec_copy_text(spec, out))
     write_json_atomic(out / RECORD, {
         "name": record.name, "spec": record.spec_path, "overrides": record.overrides,
         "command": command, "runs": [{"id": k, "varied": v, "config": record.configs[k]}
                                      for k, v in record.runs.items()]})
     return record
+
+
+def spec_copy_text(spec: Spec, out: Path) -> str:
+    """The spec's text for ``OUT/spec.toml``: its plugin files relative to ``OUT``, not
+    to where the spec was, so ``run OUT/spec.toml`` (and a report expanding it) finds
+    them; comments and the rest as written."""
+    from suite import plugins as plugin_lib
+
+    text = spec.path.read_text()
+    listed = tomllib.loads(text).get("plugins") or []
+    if len(listed) != len(spec.plugins):
+        return text
+    moved = [_relative(resolved, out) if plugin_lib.is_file_spec(p) else p
+             for p, resolved in zip(listed, spec.plugins, strict=True)]
+    if moved == listed:
+        return text
+    new = PLUGINS_LINE.sub(lambda _: "plugins = " + json.dumps(moved), text, count=1)
+    try:
+        return new if tomllib.loads(new).get("plugins") == moved else text
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _relative(path: str, out: Path) -> str:
+    """``path`` relative to the folder ``out`` (absolute where it cannot be: another drive)."""
+    try:
+        return Path(os.path.relpath(path, Path(out).absolute())).as_posix()
+    except ValueError:
+        return path
 
 
 def check_out(out: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ SUMMARY_FIELDS = (
 )
 
 
+SEPARATORS = re.compile(r"[\[\]'\", x]+")  # how lists read back from results.csv
+WHOLE = re.compile(r"(?<=\d)\.0+(?![\d])")  # 0.0 written inside a list's text
 TEXT_FIELDS = {"device", "machine", "peak_flops_source", "peak_precision", "flops_count"}
 NUMERIC_FIELDS = tuple(k for k in SUMMARY_FIELDS if k not in TEXT_FIELDS)
 
@@ -117,7 +120,63 @@ def read_run(run_dir: Path, *, strict: bool = False) -> dict[str, Any] | None:
         row.update({k: summary.get(k) for k in SUMMARY_FIELDS})
         if isinstance(summary.get("provenance"), dict) and summary["provenance"]:
             row["code"] = provenance.describe(summary["provenance"])
+    if plugins := plugin_versions(config.get("plugins")):
+        row["plugins"] = plugins
     return row
+
+
+def plugin_versions(records: Any) -> str:
+    """``"my_variants.py sha256 0123456789ab"`` for each plugin a config.json records
+    (``suite.plugins.Plugin.record``), joined by "; ": runs of one cell trained with
+    two versions of a plugin differ in this column."""
+    if not isinstance(records, list):
+        return ""
+    out = []
+    for item in records:
+        if isinstance(item, dict) and item.get("plugin"):
+            name = Path(str(item.get("path") or item["plugin"])).name
+            sha = item.get("sha256")
+            out.append(f"{name} sha256 {str(sha)[:12]}" if sha else name)
+    return "; ".join(out)
+
+
+def config_changes(row: dict[str, Any], expected: dict[str, Any],
+                   derived: frozenset[str] | set[str] = frozenset()
+                   ) -> list[tuple[str, Any, Any]]:
+    """``[(key, expected value, the run's value)]`` for every config key the run records
+    (a row of :func:`read_run`) with another value than ``expected`` (a flat config:
+    what the grid recorded for that run id). A key either side lacks (one added since,
+    a variant's knob at its default) is not a change. A run extended in place
+    (``train --workdir OUT/runs/<id> train.steps=60``) has one: it is not the grid's
+    run any more, so no figure may count it as a seed of its cell."""
+    return [(k, v, row[k]) for k, v in expected.items()
+            if k in row and k not in derived and (k == "seed" or "." in k)
+            and same_text(row[k]) != same_text(v)]
+
+
+def same_text(value: Any) -> str:
+    """A config value as one text whether it comes from config.json, the grid's record or
+    results.csv (which writes a list of lists as "['audio', [64]]x['video', [2, 4]]"):
+    brackets, quotes and separators as one 'x', whole floats as ints, None, NaN and
+    empty as 'none'."""
+    if isinstance(value, dict):  # a per-modality value: as config.json's pairs read
+        value = [[k, v] for k, v in value.items()]
+    if isinstance(value, list | tuple | str) and not value:
+        return "none"  # an empty mesh is no mesh, whichever way a version wrote it
+    if isinstance(value, list | tuple):
+        return _listed("x".join(map(same_text, value)))
+    if value is None or (isinstance(value, float) and value != value):
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return _listed(str(value)) if "[" in str(value) else str(value)
+
+
+def _listed(text: str) -> str:
+    """A list's text with one 'x' between its items and no '.0' after whole numbers."""
+    return WHOLE.sub("", SEPARATORS.sub("x", text)).strip("x")
 
 
 def read_runs(out: Path, *, strict: bool = False) -> list[dict[str, Any]]:

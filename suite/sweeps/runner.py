@@ -34,7 +34,7 @@ from suite import fmt
 from suite.files import write_json_atomic
 from suite.sweeps import placement
 from suite.sweeps.placement import Devices, Slot
-from suite.sweeps.results import run_status, write_results_csv
+from suite.sweeps.results import config_changes, read_run, run_status, write_results_csv
 from suite.sweeps.spec import Run
 from suite.sweeps.worker import (
     EXIT_COMPLETED,
@@ -52,6 +52,7 @@ class GridOutcome:
     elsewhere: list[str] = field(default_factory=list)  # locked by another runner
     interrupted: list[str] = field(default_factory=list)  # killed; the next runner resumes
     does_not_fit: list[str] = field(default_factory=list)  # too big for this machine
+    changed: list[str] = field(default_factory=list)  # its folder holds another config now
     errors: dict[str, str] = field(default_factory=dict)  # run id -> the one-line reason
     stopped_by: int | None = None  # the signal that stopped the grid
 
@@ -64,6 +65,8 @@ class GridOutcome:
             parts.append(f"{len(self.elsewhere)} running in another runner")
         if self.does_not_fit:
             parts.append(f"{len(self.does_not_fit)} do not fit this machine")
+        if self.changed:
+            parts.append(f"{len(self.changed)} changed since the grid ran (not the grid's)")
         if self.errors:
             parts.append(f"{len(self.errors)} could not start")
         return ", ".join(parts)
@@ -74,7 +77,8 @@ class GridOutcome:
             return 128 + self.stopped_by
         if self.errors:
             return 2
-        return 1 if self.failed or self.interrupted or self.does_not_fit else 0
+        return 1 if self.failed or self.interrupted or self.does_not_fit or self.changed \
+            else 0
 
 
 def classify(code: int) -> str:
@@ -113,12 +117,29 @@ def resource_reason(code: int, run_dir: Path) -> str:
     return last_error_line(run_dir / "train.log")
 
 
-def triage(runs: list[Run], out: Path, retry_failed: bool) -> tuple[GridOutcome, list[Run]]:
-    """Runs already settled (completed; failed or too big unless retried) and those to train."""
+def changed_since(run: Run, run_dir: Path) -> str:
+    """How the run folder's config.json differs from the grid's run (a run extended in
+    place: ``train.steps 20 -> 60``), or "" where it does not (or there is none yet)."""
+    row = read_run(run_dir) if (run_dir / "config.json").is_file() else None
+    if row is None:
+        return ""
+    diff = config_changes(row, {"seed": run.config.seed, **cfg_lib.non_default(run.config)},
+                          cfg_lib.DERIVED_KEYS)  # a default changed since is no change
+    return ", ".join(f"{k} {a} -> {b}" for k, a, b in diff)
+
+
+def triage(runs: list[Run], out: Path, retry_failed: bool,
+           say=lambda msg: None) -> tuple[GridOutcome, list[Run]]:
+    """Runs already settled (completed; failed or too big unless retried; changed since
+    the grid ran, never trained over) and those to train."""
     outcome, todo = GridOutcome(), []
     for run in runs:
         status = run_status(out / "runs" / run.id)
-        if status == "completed":
+        if changed := changed_since(run, out / "runs" / run.id):
+            outcome.changed.append(run.id)
+            say(f"{run.id}: changed since the grid ran ({changed}): not the grid's run, "
+                f"left as it is; move {out / 'runs' / run.id} elsewhere to train the grid's")
+        elif status == "completed":
             outcome.completed.append(run.id)
         elif status == "failed" and not retry_failed:
             outcome.failed.append(run.id)
@@ -230,8 +251,8 @@ def run_grid(
     a probe process finds.
     """
     out = Path(out).absolute()
-    outcome, todo = triage(runs, out, retry_failed)
     say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    outcome, todo = triage(runs, out, retry_failed, say)
     devices = devices or (placement.probe() if todo else placement.Devices("cpu"))
     slots = placement.plan(devices, workers or placement.default_workers(devices))
     skipped = (f", {len(outcome.failed)} failed before (skipped; --retry-failed reruns them)"

@@ -234,29 +234,76 @@ def run_id(varied: dict[str, Any], config: Config) -> str:
 
 def expand(spec: Spec, overrides: dict[str, Any] | None = None) -> list[Run]:
     """Every run of the spec (grid x zip x seeds), resolved and validated."""
+    return expand_noted(spec, overrides)[0]
+
+
+def expand_noted(spec: Spec, overrides: dict[str, Any] | None = None
+                 ) -> tuple[list[Run], list[str]]:
+    """:func:`expand`, and a line for each varied variant knob that some cells do not read.
+
+    A cell whose chosen variant is not the knob's (``model.gated.scale`` where
+    ``model.mlp='standard'``) would run once per value of that knob, identical runs;
+    only the first (in the spec's order) is kept, so the ids of the kept runs are the
+    ones the full product gives them.
+    """
     overrides = overrides or {}
     if "seed" in overrides:
         raise SpecError(f"{spec.path}: seed={overrides['seed']}: a spec's runs take their seeds "
                         f"from its seeds = {list(spec.seeds)}; edit that list (or train one "
                         "run with perceiver-suite train ... seed=N)")
     runs: list[Run] = []
+    seen: set[str] = set()
+    cells: dict[tuple[str, str], list[int]] = {}  # (knob, where) -> [cells, kept]
     for point in points(spec):
-        for seed in spec.seeds:
-            values = {**spec.fixed, **point, **overrides, "seed": seed}
-            try:
-                config = cfg_lib.build(spec.preset, values)
-            except ConfigError as e:
-                at = ", ".join(f"{k}={v!r}" for k, v in point.items())
-                raise SpecError(f"{spec.path}: {e}" + (f" (in the run {at})" if at else "")) \
-                    from None
+        configs = [_config(spec, point, overrides, seed) for seed in spec.seeds]
+        unread = {k: w for k in point if (w := unread_where(k, configs[0]))}
+        same = json.dumps({k: v for k, v in point.items() if k not in unread},
+                          sort_keys=True, default=str)
+        kept = same not in seen
+        seen.add(same)
+        for key, where in unread.items():
+            counts = cells.setdefault((key, where), [0, 0])
+            counts[0], counts[1] = counts[0] + 1, counts[1] + kept
+        if not kept:
+            continue
+        for seed, config in zip(spec.seeds, configs, strict=True):
             varied = {**point, "seed": seed}
             runs.append(Run(run_id(varied, config), varied, config))
+    notes = [f"{key} does not apply where {where}: {kept} cell{'s' * (kept != 1)} instead "
+             f"of {total} (identical runs dropped)"
+             for (key, where), (total, kept) in cells.items() if kept < total]
     ids = [r.id for r in runs]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise SpecError(f"{spec.path}: two grid points resolve to the same config ({dup}); "
                         "remove the duplicate values")
-    return runs
+    return runs, notes
+
+
+def _config(spec: Spec, point: dict[str, Any], overrides: dict[str, Any], seed: int) -> Config:
+    """One run's config, resolved and validated; a mistake names the run."""
+    try:
+        return cfg_lib.build(spec.preset, {**spec.fixed, **point, **overrides, "seed": seed})
+    except ConfigError as e:
+        at = ", ".join(f"{k}={v!r}" for k, v in point.items())
+        raise SpecError(f"{spec.path}: {e}" + (f" (in the run {at})" if at else "")) from None
+
+
+def unread_where(key: str, config: Config) -> str:
+    """``"model.mlp='standard'"`` where ``key`` is a variant's knob
+    (``model.<variant>.<field>``) and ``config`` chooses another variant for that part,
+    so the knob changes nothing; "" where the key is read."""
+    from suite import extend
+
+    parts = key.split(".")
+    if len(parts) != 3 or parts[0] != "model":
+        return ""
+    entry = extend.knob_entry(parts[1])
+    if entry is None:
+        return ""
+    field = extend.PARTS[entry.part]
+    chosen = getattr(config.model, field)
+    return "" if chosen == entry.name else f"model.{field}={chosen!r}"
 
 
 def shard(runs: list[Run], index: int, total: int) -> list[Run]:
