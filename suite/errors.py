@@ -1,5 +1,10 @@
 """Exceptions for user mistakes: the CLI prints them as one line and exits 2."""
 
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
 
 class SuiteError(Exception):
     """A mistake in what the user asked for (config, spec, data, checkpoint).
@@ -33,3 +38,10 @@ class PluginError(SuiteError):
 class MissingExtraError(SuiteError):
     """A task whose files need an optional dependency that is not installed. The message
     names the task and the ``pip install 'perceiver-suite[EXTRA]'`` that brings it."""
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` naming the closest of ``known`` to ``name``, or ``""``:
+    the suggestion every one-line error about a name gives."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""

@@ -90,7 +90,6 @@ Also public, for the suite's own use and not covered by the promise: ``knob_type
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
 import re
 import typing
@@ -98,7 +97,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from suite import plugins as plugin_lib
-from suite.errors import ConfigError, PluginError
+from suite.errors import ConfigError, PluginError, did_you_mean
 
 # part -> the ModelConfig field that chooses it
 PARTS: dict[str, str] = {
@@ -261,9 +260,8 @@ def get(part: str, name: str) -> Entry:
     entry = _REGISTRY[part].get(name)
     if entry is None:
         known = list(_REGISTRY[part])
-        close = difflib.get_close_matches(str(name), known, n=1)
-        hint = (f"; did you mean {close[0]!r}?" if close else
-                "; a plugin's? load it with --plugin FILE or the spec's plugins = [...]")
+        hint = did_you_mean(str(name), known) or \
+            "; a plugin's? load it with --plugin FILE or the spec's plugins = [...]"
         raise ConfigError(f"model.{PARTS[part]}={name!r} is not one of the registered "
                           f"{LABELS[part]}s ({', '.join(map(repr, known))}){hint}")
     return entry

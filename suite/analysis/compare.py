@@ -23,7 +23,7 @@ import pandas as pd
 from suite import config as cfg_lib
 from suite.analysis import experiment as experiment_lib
 from suite.analysis import inputs, stats
-from suite.analysis.origin import mixed_versions, provenance_differences
+from suite.analysis.origin import folder_facts, mixed_versions, provenance_differences
 from suite.analysis.tables import fmt_pm, is_percent, report_spec, seeds_of, with_gap
 from suite.errors import SuiteError
 
@@ -105,8 +105,9 @@ def compare(old: Path, new: Path, metric: str | None = None, *,
              "test": c.test, "verdict": v}
             for cell, c, q, v in zip(shared, comparisons, adjusted, verdicts, strict=True)]
     differences = [f"{k}: {a} -> {b}" for k, a, b in record_differences(old_exp, new_exp)]
-    differences += provenance_differences(old, old_exp.frame, new, new_exp.frame)
-    mixed = mixed_versions(old, old_exp.frame) + mixed_versions(new, new_exp.frame)
+    old_facts, new_facts = folder_facts(old, old_exp.frame), folder_facts(new, new_exp.frame)
+    differences += provenance_differences(old_facts, new_facts)
+    mixed = mixed_versions(old, old_facts) + mixed_versions(new, new_facts)
     return Comparison(pd.DataFrame(rows), [c for c in old_cells if c not in new_cells],
                       [c for c in new_cells if c not in old_cells], differences, metric,
                       config, stats.undecidable(comparisons), mixed)

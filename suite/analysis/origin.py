@@ -97,10 +97,9 @@ def folder_facts(out: Path, frame: pd.DataFrame) -> dict[str, set[str]]:
     return found
 
 
-def provenance_differences(old: Path, old_frame: pd.DataFrame, new: Path,
-                           new_frame: pd.DataFrame) -> list[str]:
-    """``"jax: 0.10.2 -> 0.10.3"`` for every fact whose values differ between the folders."""
-    a, b = folder_facts(old, old_frame), folder_facts(new, new_frame)
+def provenance_differences(a: dict[str, set[str]], b: dict[str, set[str]]) -> list[str]:
+    """``"jax: 0.10.2 -> 0.10.3"`` for every fact whose values differ between two folders'
+    :func:`folder_facts`."""
     out = []
     for name in dict.fromkeys([*a, *b]):
         va, vb = sorted(a.get(name, ())), sorted(b.get(name, ()))
@@ -110,10 +109,10 @@ def provenance_differences(old: Path, old_frame: pd.DataFrame, new: Path,
     return out
 
 
-def mixed_versions(out: Path, frame: pd.DataFrame) -> list[str]:
+def mixed_versions(out: Path, facts: dict[str, set[str]]) -> list[str]:
     """``"OUT: its runs ran plugin my_variants.py in 2 versions (sha256 ...; sha256 ...)"``
-    for each plugin whose completed runs in one folder were made with different files:
-    a mean over them is not of one code."""
+    for each plugin whose completed runs in one folder (its :func:`folder_facts`) were made
+    with different files: a mean over them is not of one code."""
     return [f"{out}: its runs ran {name} in {len(values)} versions ({'; '.join(sorted(values))})"
-            for name, values in folder_facts(out, frame).items()
+            for name, values in facts.items()
             if name.startswith("plugin ") and len(values) > 1]

@@ -9,9 +9,8 @@ command-line strings through one path.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,15 +25,11 @@ from suite.config.schema import (
     section_types,
 )
 from suite.config.validation import describe_type, is_table, is_union, resolve
-from suite.errors import ConfigError, PluginError
+from suite.errors import ConfigError, PluginError, did_you_mean
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
-def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """``"; did you mean 'x'?"`` naming the closest of ``known`` to ``name``, or ``""``."""
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def unknown_key_error(key: str) -> ConfigError:

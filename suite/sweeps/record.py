@@ -59,10 +59,8 @@ def read(out: Path, *, strict: bool = False) -> Record | None:
     written before run sets were recorded); ``strict`` (a report): a file that is not a
     JSON object is one line naming it."""
     path = Path(out) / RECORD
-    if strict and path.exists():
-        read_json_object(path)
     try:
-        raw = read_json(path)
+        raw = read_json_object(path) if strict and path.exists() else read_json(path)
         runs = {str(r["id"]): dict(r["varied"]) for r in raw["runs"]}
         configs = {str(r["id"]): dict(r.get("config") or {}) for r in raw["runs"]}
     except (OSError, ValueError, KeyError, TypeError):

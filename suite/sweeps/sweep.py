@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from suite import config as cfg_lib
+from suite.config.tables import is_table_value
 from suite.config.validation import is_table, is_union
 from suite.errors import SpecError, SuiteError
 from suite.sweeps import record
@@ -70,8 +71,7 @@ def toml_ready(key: str, text: str) -> Any:
 
 def _plain(value: Any) -> Any:
     if isinstance(value, tuple):
-        if value and all(isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str)
-                         for v in value):
+        if is_table_value(value):
             return {k: _plain(v) for k, v in value}
         return [_plain(v) for v in value]
     return value
