@@ -291,3 +291,20 @@ def test_a_batch_from_every_task_goes_through_the_same_perceiver(task, overrides
     logits = build_model(config, rngs=nnx.Rngs(0))(**model_kwargs(batch))
     assert logits.shape == (4, config.data.num_classes)
     assert np.all(np.isfinite(np.asarray(logits)))
+
+
+def test_a_validation_split_is_carved_from_training_and_never_reads_the_test_split():
+    plain = load(cfg("digits", **{"data.eval_fraction": 0.2}).data)  # digits carves its own
+    val = load(cfg("digits", **{"data.eval_split": "validation",
+                                "data.eval_fraction": 0.2}).data)
+    n = len(plain.train)
+    assert len(val.eval) == round(0.2 * n) and len(val.train) + len(val.eval) == n
+    train_rows = {r.tobytes() for r in plain.train.inputs}
+    assert all(r.tobytes() in train_rows for r in val.eval.inputs)  # drawn from training
+    held = {r.tobytes() for r in val.eval.inputs}
+    assert not held & {r.tobytes() for r in val.train.inputs}  # and removed from it
+    shares = np.bincount(val.eval.labels, minlength=10) / len(val.eval)
+    assert np.abs(shares - np.bincount(plain.train.labels) / n).max() < 0.01  # stratified
+    other_seed = load(cfg("digits", **{"data.eval_split": "validation", "data.eval_fraction": 0.2,
+                                       }).data, seed=3)
+    assert np.array_equal(other_seed.eval.inputs, val.eval.inputs)  # one split for every seed

@@ -23,6 +23,7 @@ InitOptimizer = Literal["fresh", "carry"]
 Loss = Literal["softmax", "sigmoid"]
 Precision = Literal["float32", "bfloat16"]
 BadExamples = Literal["skip", "fail"]
+EvalSplit = Literal["eval", "validation"]
 Decoder = Literal["average", "query"]
 AudioFeatures = Literal["raw", "mel"]
 # A per-modality table, {"video": 32, "audio": 64}, kept as sorted (modality, value) pairs
@@ -112,6 +113,9 @@ class DataConfig:
     num_classes: int | None = None  # None: the task's
     pos_dim: int | None = None  # explicit position dims (point clouds); None: the task's
     eval_fraction: float = 0.1  # held-out share carved where a format has no eval split
+    eval_split: EvalSplit = "eval"  # "validation": evaluate on data.eval_fraction of the
+    # training split (class-stratified, the same for every seed) and train on the rest, so
+    # a recipe is chosen without reading the task's eval (test) split at all
     patch_size: tuple[int, ...] | DimsTable | None = None  # inputs as a grid of patches,
     # the patch's values as channels ([2, 8, 8] video, [128] audio, [4, 4] images); a
     # table gives one per modality

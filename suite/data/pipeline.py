@@ -72,6 +72,8 @@ def load(cfg: DataConfig, seed: int = 0) -> Dataset:
                 f"config says data.index_dims={list(cfg.index_dims)}, data.channels={cfg.channels}"
             )
         sources.check_labels(split, cfg.num_classes, f"{cfg.task} {name} split")
+    if cfg.eval_split == "validation":
+        train, eval_ = validation(train, cfg.eval_fraction)
     if cfg.train_limit:
         train = train.take(sources.stratified(train, cfg.train_limit, seed))
     if cfg.eval_limit:
@@ -88,6 +90,18 @@ def load(cfg: DataConfig, seed: int = 0) -> Dataset:
         sample = train.inputs[:4096].astype(np.float32)
         mean, std = sample.mean(axis=axes), np.maximum(sample.std(axis=axes), 1e-6)
     return Dataset(cfg, train, eval_, mean.astype(np.float32), std.astype(np.float32))
+
+
+def validation(train: Split, fraction: float) -> tuple[Split, Split]:
+    """Split the training split into (train, validation): a class-stratified share drawn
+    with a fixed seed, so every run of a grid (any seed, any recipe) holds out the same
+    examples and a recipe sweep never sees the test split."""
+    held = sources.stratified(train, max(1, int(round(fraction * len(train)))), seed=0)
+    if len(held) >= len(train):
+        raise DataError(f"data.eval_split='validation': data.eval_fraction={fraction} of "
+                        f"{len(train)} training examples leaves none to train on")
+    rest = np.setdiff1d(np.arange(len(train)), held)
+    return train.take(rest), dataclasses.replace(train.take(held), skipped=())
 
 
 MAX_REPLACEMENTS = 64  # unreadable files in a row before a split is taken as broken
