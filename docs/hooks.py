@@ -71,6 +71,12 @@ REPORT_KEYS = {
          "per value of `hue`). Default: the first varied key",
     "hue": "the varied key drawn as one line (and colour) per value. Default: the first "
            "varied key other than `x`",
+    "reference": "the cell every cell is tested against instead of the best, named by "
+                 "varied keys and values (`{\"model.num_latents\" = 64}`); naming only some "
+                 "varied keys tests each cell against the matching cell with its own values "
+                 "of the others (`{\"data.permutation\" = \"none\"}`: every permuted "
+                 "cell against its own model's raw cell). Default: the best cell; "
+                 "`report --reference` overrides it",
     "title": "checked, but not used yet: a report is titled by the spec's `name` and the "
              "overrides its run took",
 }
@@ -313,7 +319,8 @@ def report_table() -> str:
     lines = ["| key | takes | meaning |", "|---|---|---|"]
     for k in report:
         takes = ("a list of varied keys" if k in lists else
-                 "one varied key" if k in ones else "one string")
+                 "one varied key" if k in ones else
+                 "a table of varied keys and values" if k == "reference" else "one string")
         lines.append(f"| `{k}` | {takes} | {REPORT_KEYS[k]} |")
     lines += ["", "Keys that name config keys (" + ", ".join(f"`{k}`" for k in
               (*lists, *ones)) + ") must name keys the spec varies (`[grid]` or `[zip]`); "

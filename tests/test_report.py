@@ -165,6 +165,37 @@ def test_a_reference_cell_replaces_the_best_as_what_cells_are_tested_against(res
         write_report(results, plots=False, reference={"model.num_latents": "32"})
 
 
+def test_a_reference_naming_some_keys_tests_each_cell_against_its_own_rows_reference(tmp_path):
+    """``reference = {"model.num_blocks": "1"}`` over num_latents x num_blocks: each
+    2-block cell is paired with the 1-block cell of its own num_latents (as a permuted
+    model is paired with its raw one), Holm-adjusted over those cells only."""
+    out = tmp_path / "rows"
+    runs = {}
+    accs = {(8, 1): [0.80, 0.82, 0.81], (8, 2): [0.70, 0.72, 0.71],
+            (16, 1): [0.95, 0.96, 0.97], (16, 2): [0.95, 0.96, 0.97]}
+    for (latents, blocks), values in accs.items():
+        for seed, acc in enumerate(values):
+            run_id = f"n{latents}_b{blocks}_s{seed}"
+            make_run(out, run_id, latents, seed, acc=acc, num_blocks=blocks)
+            runs[run_id] = {"model.num_latents": latents, "model.num_blocks": blocks,
+                            "seed": seed}
+    spec = SPEC.replace('"model.num_latents" = [8, 16]',
+                        '"model.num_latents" = [8, 16]\n"model.num_blocks" = [1, 2]')
+    record(out, runs, spec=spec)
+    write_report(out, plots=False, reference={"model.num_blocks": "1"})
+    table = pd.read_csv(out / "report" / "table.csv").set_index(
+        ["model.num_latents", "model.num_blocks"])
+    assert table.loc[(8, 2), "delta_vs_reference"] == pytest.approx(-0.10)
+    assert table.loc[(16, 2), "delta_vs_reference"] == pytest.approx(0.0)
+    assert table.loc[(8, 2), "p_vs_reference"] == pytest.approx(0.25)  # 3 paired seeds
+    assert table.loc[(8, 2), "p_vs_reference_holm"] == pytest.approx(0.5)  # k = 2
+    assert table.loc[(16, 2), "reference_cell"] == "model.num_latents=16, model.num_blocks=1"
+    assert list(table["test_vs_reference"]).count("same cell") == 2
+    notes = (out / "report" / "table.md").read_text()
+    assert "its own reference cell (model.num_blocks=1, the same other keys)" in notes
+    assert "Holm (k=2)" in notes
+
+
 class _Checker(HTMLParser):
     VOID = {"meta", "img", "br", "hr", "link", "input"}
 
@@ -414,3 +445,19 @@ def test_a_grid_of_single_seeds_says_no_test_was_possible():
     agg = pd.DataFrame({"test_vs_best": ["same cell", "sign-flip (paired)"]})
     line = next(n for n in notes(ReportSpec(knobs=["k"]), agg) if n.startswith("p vs best"))
     assert "against the best cell (sign-flip (paired): the 2^n sign flips of" in line
+
+
+def test_a_specs_report_reference_is_used_and_checked(tmp_path):
+    out = tmp_path / "toy"
+    runs = {}
+    for latents, values in ((8, [0.80, 0.82, 0.81]), (16, [0.95, 0.97, 0.96])):
+        for seed, acc in enumerate(values):
+            make_run(out, f"n{latents}_s{seed}", latents, seed, acc=acc)
+            runs[f"n{latents}_s{seed}"] = {"model.num_latents": latents, "seed": seed}
+    record(out, runs, spec=SPEC + '"reference" = {"model.num_latents" = 8}\n')
+    write_report(out, plots=False)
+    table = pd.read_csv(out / "report" / "table.csv")
+    assert list(table["test_vs_reference"]) == ["same cell", "sign-flip (paired)"]
+    record(out, runs, spec=SPEC + '"reference" = {"model.num_heads" = 8}\n')
+    with pytest.raises(SuiteError, match="reference=.model.num_heads. is not a varied key"):
+        write_report(out, plots=False)

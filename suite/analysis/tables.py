@@ -94,6 +94,8 @@ def report_spec(out: Path, exp: Experiment, *, metric: str | None = None,
     if metric not in frame.columns and metric != "gap":
         known = [c for c in frame.columns if c.startswith(("eval/", "train/", "train_eval/"))]
         raise SuiteError(f"--metric={metric!r} is not in the results; known: {', '.join(known)}")
+    if reference is None and hints.get("reference"):  # the spec's, as --reference writes it
+        reference = {k: _text(v) for k, v in hints["reference"].items()}
     rows = rows or hints.get("rows") or knobs
     cols = cols or hints.get("cols") or []
     for key in [*rows, *cols, *(reference or {})]:
@@ -174,16 +176,35 @@ def best_row(agg: pd.DataFrame, spec: ReportSpec) -> int | None:
     return int(valid.idxmax() if spec.higher_is_better else valid.idxmin())
 
 
-def reference_row(agg: pd.DataFrame, spec: ReportSpec) -> int:
+def reference_rows(agg: pd.DataFrame, spec: ReportSpec) -> list[int | None]:
+    """Each cell's reference cell. ``spec.reference`` names one cell, which every cell is
+    tested against; or it names the values of only some varied keys, and each cell is
+    tested against the matching cell that agrees with it on every other varied key (with
+    ``data.permutation=none``: each permuted cell against its own model's raw cell). A
+    cell without such a partner is not tested (None)."""
     mask = pd.Series(True, index=agg.index)
     for key, value in (spec.reference or {}).items():
         mask &= agg[key].map(_text) == value
     hits = list(agg.index[mask])
-    if len(hits) != 1:
-        wanted = ",".join(f"{k}={v}" for k, v in (spec.reference or {}).items())
+    wanted = ",".join(f"{k}={v}" for k, v in (spec.reference or {}).items())
+    if len(hits) == 1:
+        return [int(hits[0])] * len(agg)
+    others = [k for k in spec.knobs if k not in (spec.reference or {}) and k in agg]
+
+    def rest(i: Any) -> tuple[str, ...]:
+        return tuple(_text(agg.at[i, k]) for k in others)
+
+    partners = {rest(h): int(h) for h in hits}
+    if not hits or not others or len(partners) != len(hits):
         raise SuiteError(f"--reference {wanted} matches {len(hits)} cells; name one cell by "
-                         f"its varied keys ({', '.join(spec.knobs)})")
-    return int(hits[0])
+                         f"its varied keys ({', '.join(spec.knobs)}), or values of some of "
+                         "them that leave one reference cell per setting of the others")
+    return [partners.get(rest(i)) for i in agg.index]
+
+
+def per_row_reference(spec: ReportSpec, targets: list[int | None]) -> bool:
+    """Whether the cells are tested against their own rows' reference cells."""
+    return bool(spec.reference) and len({t for t in targets if t is not None}) > 1
 
 
 def _text(value: Any) -> str:

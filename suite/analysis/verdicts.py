@@ -18,7 +18,8 @@ from suite.analysis.tables import (
     best_row,
     bounds_of,
     holm_header,
-    reference_row,
+    per_row_reference,
+    reference_rows,
     seeds_of,
 )
 
@@ -39,21 +40,28 @@ def significance(agg: pd.DataFrame, frame: pd.DataFrame, spec: ReportSpec) -> pd
     agg["ci95_high"] = [hi for _, hi in intervals]
     if bounds is not None:  # which intervals the metric's range cut (table notes say so)
         agg["ci95_clipped"] = [a != b for a, b in zip(raw, intervals, strict=True)]
-    target = reference_row(agg, spec) if spec.reference else best_row(agg, spec)
+    target = reference_rows(agg, spec) if spec.reference else best_row(agg, spec)
     agg = _against(agg, cells, target, versus)
+    if isinstance(target, list) and per_row_reference(spec, target):  # table.csv says which
+        agg["reference_cell"] = ["" if t is None else cell_text(agg, t, spec) for t in target]
     if spec.reference:  # the best cell is still what the tables bold
         agg = _against(agg, cells, best_row(agg, spec), "best")
     return agg
 
 
-def against(cells: list[dict[int, float]], target: int | None) -> list[stats.Comparison]:
-    """Every cell against cell ``target`` (``{seed: metric}`` each)."""
-    return [stats.Comparison(math.nan, math.nan, stats.FEW, 0) if target is None else
-            stats.Comparison(0.0, 1.0, stats.SAME, len(c)) if i == target else
-            stats.compare(c, cells[target]) for i, c in enumerate(cells)]
+def against(cells: list[dict[int, float]],
+            target: int | None | list[int | None]) -> list[stats.Comparison]:
+    """Every cell against cell ``target`` (``{seed: metric}`` each), or each against its
+    own entry of a list of targets."""
+    targets = target if isinstance(target, list) else [target] * len(cells)
+    return [stats.Comparison(math.nan, math.nan, stats.FEW, 0) if t is None else
+            stats.Comparison(0.0, 1.0, stats.SAME, len(c)) if i == t else
+            stats.compare(c, cells[t]) for i, (c, t) in enumerate(zip(cells, targets,
+                                                                       strict=True))]
 
 
-def _against(agg: pd.DataFrame, cells: list[dict[int, float]], target: int | None,
+def _against(agg: pd.DataFrame, cells: list[dict[int, float]],
+             target: int | None | list[int | None],
              versus: str) -> pd.DataFrame:
     comparisons = against(cells, target)
     adjusted, differs = stats.decide(comparisons)
@@ -82,8 +90,10 @@ def family(agg: pd.DataFrame, versus: str) -> list[stats.Comparison]:
 def significance_notes(spec: ReportSpec, agg: pd.DataFrame) -> list[str]:
     """What ``p vs *``, its Holm column and the bold say, in words, with the k they use."""
     v = spec.versus
-    target = "the best cell" if v == "best" else "the reference cell " + ", ".join(
-        f"{k}={val}" for k, val in (spec.reference or {}).items())
+    named = ", ".join(f"{k}={val}" for k, val in (spec.reference or {}).items())
+    target = "the best cell" if v == "best" else (
+        f"its own reference cell ({named}, the same other keys)"
+        if "reference_cell" in agg else f"the reference cell {named}")
     comparisons = family(agg, v)
     k = len(stats.tested(comparisons))
     tests = list(dict.fromkeys(c.test for c in stats.tested(comparisons)))

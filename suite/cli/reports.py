@@ -31,7 +31,10 @@ def _report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cols", nargs="+", metavar="KEY", help="config keys for table columns")
     p.add_argument("--reference", metavar="KEY=VALUE[,...]",
                    help="test every cell against this one (named by its varied keys, e.g. "
-                   "model.num_latents=64) instead of against the best")
+                   "model.num_latents=64) instead of against the best; naming only some "
+                   "keys (data.permutation=none) tests each cell against the matching cell "
+                   "with its own values of the others (default: the spec's [report] "
+                   "reference, else the best cell)")
     p.add_argument("--attention", action="store_true",
                    help="add each cell's cross-attention maps (eval example 0, first and last "
                    "cross-attend, the cell's lowest seed; needs the run folders' checkpoints)")

@@ -14,9 +14,10 @@ from typing import Any
 from suite.config.overrides import did_you_mean
 from suite.errors import SpecError
 
-REPORT_KEYS = ("rows", "cols", "metric", "x", "hue", "title")
+REPORT_KEYS = ("rows", "cols", "metric", "x", "hue", "title", "reference")
 LIST_KEYS = ("rows", "cols")  # [report] keys that take a list of varied keys
 ONE_KEYS = ("x", "hue")  # [report] keys that take one varied key
+TABLE_KEYS = ("reference",)  # [report] keys that take a table {varied key: value}
 
 
 def check_report_types(where: str, report: Any) -> None:
@@ -33,6 +34,12 @@ def check_report_types(where: str, report: Any) -> None:
                                      and all(isinstance(v, str) for v in value)):
             raise SpecError(f"{where}: [report] {key}={value!r} must be a list of varied "
                             f'keys, e.g. {key} = ["model.num_latents"]')
+        if key in TABLE_KEYS:
+            if not (isinstance(value, dict) and value and all(
+                    isinstance(v, str | int | float | bool) for v in value.values())):
+                raise SpecError(f"{where}: [report] {key}={value!r} must be a table of varied "
+                                f'keys and values, e.g. {key} = {{"data.permutation" = "none"}}')
+            continue
         if key not in LIST_KEYS and not isinstance(value, str):
             example = "eval/accuracy" if key == "metric" else (
                 "model.num_latents" if key in ONE_KEYS else "Latents")
@@ -44,9 +51,9 @@ def check_report_keys(where: str, report: dict[str, Any], varied: list[str]) -> 
     """Every ``[report]`` key that names config keys names one of ``varied``: a misspelt
     ``hue`` would otherwise redraw the plot another way."""
     for name, value in report.items():
-        if name not in (*LIST_KEYS, *ONE_KEYS):
+        if name not in (*LIST_KEYS, *ONE_KEYS, *TABLE_KEYS):
             continue
-        for key in value if isinstance(value, list) else [value]:
+        for key in value if isinstance(value, list | dict) else [value]:
             if key not in varied:
                 raise SpecError(
                     f"{where}: [report] {name}={key!r} is not a varied key"
