@@ -170,6 +170,16 @@ def test_completed_runs_are_skipped_failed_ones_retried_only_on_request(tmp_path
     assert (out / "results.csv").read_text().count("\n") == 3
 
 
+def test_runs_train_seed_by_seed_so_a_stopped_grid_has_whole_seeds(tmp_path):
+    from suite.sweeps.runner import triage
+
+    path = fast_spec(tmp_path, seeds="[2, 0, 1]")
+    runs = spec_lib.expand(spec_lib.load(path))
+    _, todo = triage(runs, tmp_path / "out", retry_failed=False)
+    assert [(r.varied["seed"], r.varied["model.num_latents"]) for r in todo] == [
+        (2, 4), (2, 8), (0, 4), (0, 8), (1, 4), (1, 8)]  # the spec's seed order, cells within
+
+
 def test_a_partial_run_resumes_from_its_checkpoint(tmp_path):
     runs = spec_lib.expand(spec_lib.load(fast_spec(tmp_path, grid='"model.num_latents" = [4]')))
     out = tmp_path / "out"

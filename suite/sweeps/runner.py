@@ -131,7 +131,8 @@ def changed_since(run: Run, run_dir: Path) -> str:
 def triage(runs: list[Run], out: Path, retry_failed: bool,
            say=lambda msg: None) -> tuple[GridOutcome, list[Run]]:
     """Runs already settled (completed; failed or too big unless retried; changed since
-    the grid ran, never trained over) and those to train."""
+    the grid ran, never trained over) and those to train, seed by seed: every cell's
+    first seed before any cell's second, so a grid stopped part-way has whole seeds."""
     outcome, todo = GridOutcome(), []
     for run in runs:
         status = run_status(out / "runs" / run.id)
@@ -147,7 +148,8 @@ def triage(runs: list[Run], out: Path, retry_failed: bool,
             outcome.does_not_fit.append(run.id)
         else:
             todo.append(run)
-    return outcome, todo
+    rank = {seed: i for i, seed in reversed(list(enumerate(r.config.seed for r in runs)))}
+    return outcome, sorted(todo, key=lambda r: rank[r.config.seed])  # seed by seed
 
 
 def prepare_run(out: Path, run: Run, spec_name: str) -> Path:
@@ -315,6 +317,7 @@ def _collect(grid: _Grid, outcome: GridOutcome, total: int, bar, say) -> None:
         note = record(outcome, run.id, status, detail[0] if detail else None, run_dir)
         if status == "completed":
             durations.append(seconds)
+            write_results_csv(grid.out)  # as it grows: a killed runner loses no table rows
         left = pending
         eta = (sum(durations) / len(durations)) * left / len(grid.places) if durations else 0
         if bar:  # counts settled runs: a stopped run is not done, and Ctrl-C shows so
