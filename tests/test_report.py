@@ -461,3 +461,25 @@ def test_a_specs_report_reference_is_used_and_checked(tmp_path):
     record(out, runs, spec=SPEC + '"reference" = {"model.num_heads" = 8}\n')
     with pytest.raises(SuiteError, match="reference=.model.num_heads. is not a varied key"):
         write_report(out, plots=False)
+
+
+def test_eval_metrics_from_a_validation_split_are_said_to_be(results):
+    for config_path in (results / "runs").glob("*/config.json"):
+        config = json.loads(config_path.read_text())
+        config["data"].update(eval_split="validation", eval_fraction=0.1)
+        config_path.write_text(json.dumps(config))
+    write_report(results, plots=False)
+    notes = (results / "report" / "table.md").read_text()
+    assert ("eval/*: in every run, a validation split (data.eval_split=validation): 0.1 of "
+            "the training split held out") in notes
+
+
+@pytest.mark.parametrize("values, log", [
+    ([1e-3, 2e-3, 4e-3], True),  # one constant factor: even steps on a log axis
+    ([8, 16, 32, 64, 128, 256, 512], True),
+    ([1, 2, 3], False),  # even steps already
+    ([0.0, 0.1, 0.2], False),
+    ([1, 2], False),
+])
+def test_values_that_step_by_a_factor_are_drawn_on_a_log_axis(values, log):
+    assert plots.is_geometric(pd.Series(values)) is log

@@ -32,10 +32,14 @@ BARS = "bars: 95% t interval of the mean over seeds"
 
 
 def is_geometric(values: pd.Series) -> bool:
-    """Positive numbers spanning a factor of 8 or more: plot on a log axis."""
-    v = pd.to_numeric(values, errors="coerce").dropna().unique()
-    return len(v) >= 3 and (v > 0).all() and v.max() / v.min() >= 8 and \
-        bool(np.all(np.diff(np.sort(v)) > 0))
+    """Positive numbers spanning a factor of 8 or more, or stepping by one constant factor
+    (learning rates 1e-3, 2e-3, 4e-3): plot on a log axis, where their steps are even."""
+    v = np.sort(pd.to_numeric(values, errors="coerce").dropna().unique())
+    if len(v) < 3 or not (v > 0).all():
+        return False
+    ratios = v[1:] / v[:-1]
+    steady = ratios.min() >= 1.5 and ratios.max() / ratios.min() <= 1.25
+    return bool(v.max() / v.min() >= 8 or steady)
 
 
 def held_fixed(spec: ReportSpec) -> str:

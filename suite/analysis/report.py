@@ -128,8 +128,24 @@ def notes(spec: ReportSpec, agg: pd.DataFrame, frame: pd.DataFrame | None = None
         "train, evaluated: a fixed training subset evaluated as the eval split is (no "
         "augmentation, no dropout); gap: that minus the eval accuracy.",
         *(xla_counted(frame) if frame is not None else []),
+        *(validation_split(frame) if frame is not None else []),
         *(mixed_plugins(frame, spec.knobs) if frame is not None else []),
     ]
+
+
+def validation_split(frame: pd.DataFrame) -> list[str]:
+    """Where the eval metrics come from a validation split (``data.eval_split``), not the
+    task's eval (test) split: a reader must not take them for test accuracy."""
+    if "data.eval_split" not in frame:
+        return []
+    held = frame[frame["data.eval_split"] == "validation"]
+    if held.empty:
+        return []
+    shares = ", ".join(f"{f:g}" for f in sorted(held["data.eval_fraction"].dropna().unique()))
+    which = "every run" if len(held) == len(frame) else f"{len(held)} of {len(frame)} runs"
+    return [f"eval/*: in {which}, a validation split (data.eval_split=validation): "
+            f"{shares} of the training split held out, class-stratified, the same examples "
+            "for every seed; the task's test split was not read."]
 
 
 def xla_counted(frame: pd.DataFrame) -> list[str]:
