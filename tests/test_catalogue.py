@@ -367,7 +367,7 @@ HOSTILE: dict[str, list[tuple[str, str]]] = {
         ("report {results} --reference nonsense",
          "--reference='nonsense': expected KEY=VALUE[,KEY=VALUE...]"),
         ("report {results} --reference model.num_latents=99",
-         "--reference model.num_latents=99 matches 0 cells; name one cell by its varied keys"),
+         "--reference model.num_latents=99 matches 0 cells (the values there: model.num_latents:"),
         ("report {results} train.steps=5",
          "key=value overrides (train.steps=5) go with a spec, not with a results folder"),
     ],

@@ -308,3 +308,15 @@ def test_a_validation_split_is_carved_from_training_and_never_reads_the_test_spl
     other_seed = load(cfg("digits", **{"data.eval_split": "validation", "data.eval_fraction": 0.2,
                                        }).data, seed=3)
     assert np.array_equal(other_seed.eval.inputs, val.eval.inputs)  # one split for every seed
+    limited = [load(cfg("digits", **{"data.eval_split": "validation", "data.eval_limit": 50}
+                        ).data, seed=s).eval.inputs for s in (0, 3)]
+    assert np.array_equal(*limited)  # and one subset of it
+
+
+def test_a_validation_split_never_takes_a_classs_only_training_example():
+    from suite.data import pipeline
+
+    labels = np.array([0] * 100 + [1], dtype=np.int32)
+    split = pipeline.Split(np.zeros((101, 2, 1), np.float32), labels)
+    with pytest.raises(DataError, match="every training example of class 1"):
+        pipeline.validation(split, 0.1)

@@ -472,6 +472,7 @@ def test_eval_metrics_from_a_validation_split_are_said_to_be(results):
     notes = (results / "report" / "table.md").read_text()
     assert ("eval/*: in every run, a validation split (data.eval_split=validation): 0.1 of "
             "the training split held out") in notes
+    assert "no run was evaluated on the task's test split" in notes
 
 
 @pytest.mark.parametrize("values, log", [
@@ -483,3 +484,44 @@ def test_eval_metrics_from_a_validation_split_are_said_to_be(results):
 ])
 def test_values_that_step_by_a_factor_are_drawn_on_a_log_axis(values, log):
     assert plots.is_geometric(pd.Series(values)) is log
+
+
+def _cells_folder(out, spec, cells, acc):
+    """A results folder of ``cells`` (dicts of model keys) x seeds 0-2, acc(cell, seed)."""
+    runs = {}
+    for cell in cells:
+        for seed in range(3):
+            run_id = "_".join(f"{k[6:]}{v}" for k, v in cell.items()) + f"_s{seed}"
+            extra = {k[6:]: v for k, v in cell.items() if k != "model.num_latents"}
+            make_run(out, run_id, cell["model.num_latents"], seed, acc=acc(cell, seed), **extra)
+            runs[run_id] = {**cell, "seed": seed}
+    record(out, runs, spec=spec)
+
+
+def test_a_reference_on_a_zipped_key_pairs_across_the_zip_and_matches_the_rest(tmp_path):
+    spec = SPEC.replace('[grid]\n"model.num_latents" = [8, 16]', '[zip]\n"model.num_latents" = '
+                        '[8, 16]\n"model.num_blocks" = [1, 2]\n[grid]\n"model.num_heads" = [1, 2]')
+    cells = [{"model.num_latents": n, "model.num_blocks": b, "model.num_heads": h}
+             for n, b in ((8, 1), (16, 2)) for h in (1, 2)]
+    _cells_folder(tmp_path / "z", spec, cells,
+                  lambda c, s: 0.5 + 0.1 * (c["model.num_latents"] == 16) + 0.01 * s)
+    write_report(tmp_path / "z", plots=False, reference={"model.num_latents": "8.0"})
+    table = pd.read_csv(tmp_path / "z" / "report" / "table.csv")
+    big = table[table["model.num_latents"] == 16]
+    assert list(big["test_vs_reference"]) == ["sign-flip (paired)"] * 2
+    assert list(big["reference_cell"]) == [
+        f"model.num_latents=8, model.num_blocks=1, model.num_heads={h}" for h in (1, 2)]
+
+
+def test_a_cell_without_a_reference_partner_says_so_and_is_not_tested(tmp_path):
+    spec = SPEC.replace('"model.num_latents" = [8, 16]',
+                        '"model.num_latents" = [8, 16]\n"model.num_blocks" = [1, 2]')
+    cells = [{"model.num_latents": n, "model.num_blocks": b} for n, b in ((8, 1), (8, 2), (16, 2))]
+    _cells_folder(tmp_path / "u", spec, cells, lambda c, s: 0.5 + 0.01 * s)
+    write_report(tmp_path / "u", plots=False, reference={"model.num_blocks": "1"})
+    table = pd.read_csv(tmp_path / "u" / "report" / "table.csv").set_index(
+        ["model.num_latents", "model.num_blocks"])
+    assert table.loc[(16, 2), "test_vs_reference"] == "no reference cell"
+    assert table.loc[(8, 2), "test_vs_reference"] == "sign-flip (paired)"
+    text = (tmp_path / "u" / "report" / "table.md").read_text()
+    assert "Holm (k=1)" in text and "'no ref.': no cell has the reference's values" in text

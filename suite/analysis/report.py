@@ -138,14 +138,15 @@ def validation_split(frame: pd.DataFrame) -> list[str]:
     task's eval (test) split: a reader must not take them for test accuracy."""
     if "data.eval_split" not in frame:
         return []
-    held = frame[frame["data.eval_split"] == "validation"]
+    known = frame[frame["data.eval_split"].notna()]  # runs not yet started carry no config
+    held = known[known["data.eval_split"] == "validation"]
     if held.empty:
         return []
     shares = ", ".join(f"{f:g}" for f in sorted(held["data.eval_fraction"].dropna().unique()))
-    which = "every run" if len(held) == len(frame) else f"{len(held)} of {len(frame)} runs"
+    which = "every run" if len(held) == len(known) else f"{len(held)} of {len(known)} runs"
     return [f"eval/*: in {which}, a validation split (data.eval_split=validation): "
             f"{shares} of the training split held out, class-stratified, the same examples "
-            "for every seed; the task's test split was not read."]
+            "for every seed; no run was evaluated on the task's test split."]
 
 
 def xla_counted(frame: pd.DataFrame) -> list[str]:

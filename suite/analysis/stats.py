@@ -43,6 +43,7 @@ EXACT_LIMIT = 2**16  # enumerate up to this many sign flips or relabellings, els
 RESAMPLES = 2**16  # random sign flips or relabellings beyond it (a fixed generator)
 PAIRED, UNPAIRED, FEW, SAME = "sign-flip (paired)", "permutation (unpaired)", "n < 2", \
     "same cell"
+UNMATCHED = "no reference cell"  # a per-row reference left this cell without a partner
 TESTS = (PAIRED, UNPAIRED)  # what a comparison that is a test says it used
 
 

@@ -8,6 +8,7 @@ missing runs are counted and listed, never dropped.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,29 +178,50 @@ def best_row(agg: pd.DataFrame, spec: ReportSpec) -> int | None:
 
 
 def reference_rows(agg: pd.DataFrame, spec: ReportSpec) -> list[int | None]:
-    """Each cell's reference cell. ``spec.reference`` names one cell, which every cell is
-    tested against; or it names the values of only some varied keys, and each cell is
-    tested against the matching cell that agrees with it on every other varied key (with
-    ``data.permutation=none``: each permuted cell against its own model's raw cell). A
-    cell without such a partner is not tested (None)."""
+    """Each cell's reference cell. ``spec.reference`` names one cell (a value for every
+    varied key), which every cell is tested against; or it names values of only some
+    varied keys, and each cell is tested against the matching cell that agrees with it on
+    every other varied key (with ``data.permutation=none``: each permuted cell against its
+    own model's raw cell; keys zipped with a named one vary with it and are not matched).
+    A cell without such a partner is not tested (None)."""
+    named = spec.reference or {}
     mask = pd.Series(True, index=agg.index)
-    for key, value in (spec.reference or {}).items():
-        mask &= agg[key].map(_text) == value
+    for key, value in named.items():
+        mask &= agg[key].map(lambda v, w=value: _matches(v, w))
     hits = list(agg.index[mask])
-    wanted = ",".join(f"{k}={v}" for k, v in (spec.reference or {}).items())
-    if len(hits) == 1:
+    wanted = ",".join(f"{k}={v}" for k, v in named.items())
+    if not hits:
+        levels = "; ".join(f"{k}: " + ", ".join(dict.fromkeys(map(_text, agg[k])))
+                           for k in named)
+        raise SuiteError(f"--reference {wanted} matches 0 cells (the values there: {levels})")
+    zipped = set(spec.zip_keys) if set(named) & set(spec.zip_keys) else set()
+    others = [k for k in spec.knobs if k not in named and k not in zipped and k in agg]
+    if not others:
+        if len(hits) != 1:
+            raise SuiteError(f"--reference {wanted} matches {len(hits)} cells; name one cell "
+                             f"by its varied keys ({', '.join(spec.knobs)})")
         return [int(hits[0])] * len(agg)
-    others = [k for k in spec.knobs if k not in (spec.reference or {}) and k in agg]
 
     def rest(i: Any) -> tuple[str, ...]:
         return tuple(_text(agg.at[i, k]) for k in others)
 
     partners = {rest(h): int(h) for h in hits}
-    if not hits or not others or len(partners) != len(hits):
-        raise SuiteError(f"--reference {wanted} matches {len(hits)} cells; name one cell by "
-                         f"its varied keys ({', '.join(spec.knobs)}), or values of some of "
-                         "them that leave one reference cell per setting of the others")
+    if len(partners) != len(hits):
+        raise SuiteError(f"--reference {wanted} matches {len(hits)} cells, several with the "
+                         f"same {', '.join(others)}; name one value more")
     return [partners.get(rest(i)) for i in agg.index]
+
+
+def _matches(value: Any, wanted: str) -> bool:
+    """A cell's value is the reference's text: as written (``8``, ``none``, ``true``) or
+    as a number written another way (``1e-3`` for 0.001, ``8.0`` for 8)."""
+    if _text(value).lower() == wanted.strip().lower():
+        return True
+    try:
+        return not isinstance(value, bool) and math.isclose(float(value), float(wanted),
+                                                            rel_tol=1e-9)
+    except (TypeError, ValueError):
+        return False
 
 
 def per_row_reference(spec: ReportSpec, targets: list[int | None]) -> bool:
@@ -284,6 +306,8 @@ def paper_table(agg: pd.DataFrame, spec: ReportSpec) -> tuple[pd.DataFrame, list
 def _fmt_p(p: float, test: str, versus: str) -> str:
     if test == stats.SAME:
         return versus
+    if test == stats.UNMATCHED:
+        return "no ref."
     if test == stats.FEW or pd.isna(p):
         return "n < 2"
     return "< 0.001" if p < 0.001 else f"{p:.3f}"

@@ -53,8 +53,11 @@ def against(cells: list[dict[int, float]],
             target: int | None | list[int | None]) -> list[stats.Comparison]:
     """Every cell against cell ``target`` (``{seed: metric}`` each), or each against its
     own entry of a list of targets."""
-    targets = target if isinstance(target, list) else [target] * len(cells)
-    return [stats.Comparison(math.nan, math.nan, stats.FEW, 0) if t is None else
+    if isinstance(target, list):  # per-row references: None is a cell without a partner
+        targets, missing = target, stats.UNMATCHED
+    else:
+        targets, missing = [target] * len(cells), stats.FEW
+    return [stats.Comparison(math.nan, math.nan, missing, 0) if t is None else
             stats.Comparison(0.0, 1.0, stats.SAME, len(c)) if i == t else
             stats.compare(c, cells[t]) for i, (c, t) in enumerate(zip(cells, targets,
                                                                        strict=True))]
@@ -105,8 +108,10 @@ def significance_notes(spec: ReportSpec, agg: pd.DataFrame) -> list[str]:
         f"p vs {v}: two-sided exact permutation test of each cell against {target}"
         + (" (" + "; ".join(f"{t}: {described[t]}" for t in tests) + ")" if tests else
            ": none possible")
-        + "; 'n < 2': too few seeds to test. Not a t test: a few seeds of a discrete "
-        "metric give a t test no valid p-value.",
+        + "; 'n < 2': too few seeds to test"
+        + ("; 'no ref.': no cell has the reference's values and this cell's other keys"
+           if any(c.test == stats.UNMATCHED for c in comparisons) else "")
+        + ". Not a t test: a few seeds of a discrete metric give a t test no valid p-value.",
         f"{holm_header(v, k)}: p vs {v} Holm-adjusted over the {_cells(k)} tested against "
         f"{target} (p_vs_{v}_holm in table.csv); this p decides, not the raw one." if k else
         f"{holm_header(v, k)}: no cell could be tested.",

@@ -76,8 +76,9 @@ def load(cfg: DataConfig, seed: int = 0) -> Dataset:
         train, eval_ = validation(train, cfg.eval_fraction)
     if cfg.train_limit:
         train = train.take(sources.stratified(train, cfg.train_limit, seed))
-    if cfg.eval_limit:
-        eval_ = eval_.take(sources.stratified(eval_, cfg.eval_limit, seed))
+    if cfg.eval_limit:  # a validation split keeps one subset for every seed, as it is one
+        eval_ = eval_.take(sources.stratified(
+            eval_, cfg.eval_limit, 0 if cfg.eval_split == "validation" else seed))
     if cfg.modalities:  # per modality, from a sample of prepared training examples
         mean, std = multimodal.statistics(train, cfg)
         return Dataset(cfg, train, eval_, mean, std)
@@ -101,6 +102,11 @@ def validation(train: Split, fraction: float) -> tuple[Split, Split]:
         raise DataError(f"data.eval_split='validation': data.eval_fraction={fraction} of "
                         f"{len(train)} training examples leaves none to train on")
     rest = np.setdiff1d(np.arange(len(train)), held)
+    lost = np.setdiff1d(sources.class_of(train.labels), sources.class_of(train.labels[rest]))
+    if len(lost):  # a class with a single example would be held out whole
+        raise DataError(f"data.eval_split='validation': data.eval_fraction={fraction} would "
+                        f"hold out every training example of class {int(lost[0])}; "
+                        "add examples of it or use data.eval_split='eval'")
     return train.take(rest), dataclasses.replace(train.take(held), skipped=())
 
 
