@@ -135,7 +135,7 @@ class DataConfig:
     normalization: Normalization = "dataset"  # per-channel statistics of the training
     # split, or "imagenet": the official fixed MEAN_RGB / STDDEV_RGB (imported weights)
     mixup: float = 0.0  # MixUp's Beta(a, a) (0: off; Perceiver IO: 0.2)
-    cutmix: float = 0.0  # CutMix's Beta(a, a) (0: off; Perceiver IO: 1, a uniform ratio)
+    cutmix: float = 0.0  # CutMix's Beta(a, a) (0: off; Perceiver IO's paper: 0.2, its code: 1)
     permutation: Permutation = "none"  # one fixed permutation of input items (Table 2)
     permutation_seed: int = 0  # which fixed permutation data.permutation applies
     bad_examples: BadExamples = "skip"  # an unreadable file: replaced and counted, or fatal
