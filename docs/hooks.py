@@ -77,8 +77,8 @@ REPORT_KEYS = {
                  "of the others (`{\"data.permutation\" = \"none\"}`: every permuted "
                  "cell against its own model's raw cell). Default: the best cell; "
                  "`report --reference` overrides it",
-    "title": "checked, but not used yet: a report is titled by the spec's `name` and the "
-             "overrides its run took",
+    "title": "the report's heading, followed by the overrides its run took. Default: the "
+             "spec's `name`",
 }
 
 

@@ -525,3 +525,9 @@ def test_a_cell_without_a_reference_partner_says_so_and_is_not_tested(tmp_path):
     assert table.loc[(8, 2), "test_vs_reference"] == "sign-flip (paired)"
     text = (tmp_path / "u" / "report" / "table.md").read_text()
     assert "Holm (k=1)" in text and "'no ref.': no cell has the reference's values" in text
+
+
+def test_a_specs_report_title_heads_the_report(results):
+    (results / "spec.toml").write_text(SPEC + 'title = "Latents, a toy"\n')
+    write_report(results, plots=False)
+    assert (results / "report" / "table.md").read_text().startswith("# Latents, a toy\n")

@@ -105,7 +105,12 @@ def report_spec(out: Path, exp: Experiment, *, metric: str | None = None,
                              f"{did_you_mean(key, knobs)} (varied: {', '.join(knobs) or 'none'})")
     x = hints.get("x") or (knobs[0] if knobs else None)
     hue = hints.get("hue") or next((k for k in knobs if k != x), None)
-    return ReportSpec(knobs, metric, list(rows), list(cols), x, hue, exp.title or name,
+    title = exp.title or name
+    if hints.get("title"):  # the spec's heading, with the overrides its run took
+        record_name = exp.record.name if exp.record else ""
+        title = hints["title"] + (title[len(record_name):] if record_name and
+                                  title.startswith(record_name) else "")
+    return ReportSpec(knobs, metric, list(rows), list(cols), x, hue, title,
                       description, spec_text, levels, zip_keys, reference)
 
 
