@@ -7,6 +7,7 @@ import base64
 import json
 import shutil
 import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -531,3 +532,24 @@ def test_a_specs_report_title_heads_the_report(results):
     (results / "spec.toml").write_text(SPEC + 'title = "Latents, a toy"\n')
     write_report(results, plots=False)
     assert (results / "report" / "table.md").read_text().startswith("# Latents, a toy\n")
+
+
+def test_a_run_being_trained_is_said_to_be_training_not_interrupted(results):
+    import os
+
+    run = results / "runs" / "n16_s2"
+    (run / "summary.json").unlink()
+    (run / "checkpoints" / "5").mkdir(parents=True)
+    trainer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                                "perceiver-suite"])  # a live process of the suite's
+    try:
+        (run / ".lock").write_text(f"{os.uname().nodename} {trainer.pid}\n")
+        write_report(results, plots=False)
+    finally:
+        trainer.kill()
+        trainer.wait()
+    text = (results / "report" / "table.md").read_text()
+    assert f"`n16_s2` (partial): training now (process {trainer.pid} on" in text
+    write_report(results, plots=False)  # the same pid, gone
+    text = (results / "report" / "table.md").read_text()
+    assert "`n16_s2` (partial): interrupted; rerun the spec to resume it" in text

@@ -174,7 +174,7 @@ def write_report(out: Path, *, metric: str | None = None, rows: list[str] | None
     bold = [label_of(spec.metric)]
     pivot = pivot_table(agg, spec)
     prov = provenance(exp, out)
-    not_completed = frame[~frame["status"].isin(["completed", "does_not_fit"])]
+    not_completed = live(out, frame[~frame["status"].isin(["completed", "does_not_fit"])])
     too_big = frame[frame["status"] == "does_not_fit"]
     report_dir = out / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -271,6 +271,19 @@ def grouped(others: pd.DataFrame) -> list[dict[str, Any]]:
                     "count": f"{len(runs)} run folder{'s' if len(runs) > 1 else ''}",
                     "statuses": ", ".join(f"{n} {s}" for s, n in counts.items())})
     return out
+
+
+def live(out: Path, runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with "training now" as the reason of each one a live process trains."""
+    from suite.training.lock import training_now
+
+    reasons = [f"training now (process {who.split()[1]} on {who.split()[0]})"
+               if status in ("partial", "pending") and (who := training_now(
+                   Path(out) / "runs" / run_id)) else reason
+               for run_id, status, reason in zip(
+                   runs["run_id"], runs["status"],
+                   runs["reason"] if "reason" in runs else [""] * len(runs), strict=True)]
+    return runs.assign(reason=reasons)
 
 
 def _reason(row: Any) -> str:

@@ -43,6 +43,23 @@ def holder(run_dir: Path) -> str:
         return "unknown"
 
 
+def training_now(run_dir: Path) -> str:
+    """``host pid`` when the process that last took the run's lock is alive on this host
+    and is this suite's, else "": a report then says "training now", not "interrupted".
+
+    It reads the pid the lock file names instead of testing the lock: taking the lock,
+    even for a moment, could make a runner asking at that moment skip the run.
+    """
+    host, _, pid = holder(run_dir).partition(" ")
+    if host != os.uname().nodename or not pid.isdigit():
+        return ""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""  # no such process (or no /proc to ask)
+    return f"{host} {pid}" if b"suite" in cmdline or b"perceiver" in cmdline else ""
+
+
 def acquire(run_dir: Path) -> int:
     """Lock ``run_dir`` for the life of this process; its descriptor.
 
